@@ -1,0 +1,55 @@
+"""A session's conversation as the model sees it, and named snapshots of it."""
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class MessageRole(models.TextChoices):
+    USER = "user"  # what the user typed
+    MODEL = "model"  # the model's answer: text, thoughts, function calls
+    TOOL = "tool"  # function responses, sent to the model in a `user` content
+
+
+class Message(models.Model):
+    seq = models.BigAutoField(primary_key=True)
+    id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    session = models.ForeignKey(
+        "sessions_app.Session", on_delete=models.CASCADE, related_name="messages"
+    )
+    role = models.CharField(max_length=8, choices=MessageRole.choices)
+    # Gemini `parts`, as sent or received (thoughtSignature kept), with text chunks merged.
+    parts = models.JSONField(default=list)
+    text = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    prompt_tokens = models.IntegerField(null=True, blank=True)
+    completion_tokens = models.IntegerField(null=True, blank=True)
+    total_tokens = models.IntegerField(null=True, blank=True)
+    # Set when the answer was cut short (cancel, disconnect, upstream failure).
+    finish_reason = models.CharField(max_length=32, blank=True, default="")
+
+    class Meta:
+        ordering = ["seq"]
+        indexes = [models.Index(fields=["session", "seq"], name="message_session_seq")]
+
+    def __str__(self):
+        return f"{self.role}: {self.text[:60]}"
+
+
+class Checkpoint(models.Model):
+    """A named snapshot of a session's history (`/chat/save`, `/chat/load`)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(
+        "sessions_app.Session", on_delete=models.CASCADE, related_name="checkpoints"
+    )
+    tag = models.CharField(max_length=100)
+    history = models.JSONField(default=list)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "tag"], name="checkpoint_session_tag")
+        ]

@@ -1,0 +1,59 @@
+"""Liveness and readiness probes."""
+
+import asyncio
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.http import require_GET
+
+
+@require_GET
+async def health(request):
+    """Alive: answers without touching the database."""
+    return JsonResponse({"status": "ok"})
+
+
+def _database_answers() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+async def _channel_layer_answers() -> None:
+    layer = get_channel_layer()
+    channel = await layer.new_channel("health.")
+    await layer.send(channel, {"type": "health.ping"})
+    message = await layer.receive(channel)
+    if message.get("type") != "health.ping":
+        raise RuntimeError("unexpected message")
+
+
+@require_GET
+async def ready(request):
+    """Ready: the database and the channel layer both answer, else 503 naming what failed."""
+    checks = {
+        "database": database_sync_to_async(_database_answers)(),
+        "channelLayer": _channel_layer_answers(),
+    }
+    results = {}
+    for name, check in checks.items():
+        try:
+            await asyncio.wait_for(check, timeout=3)
+            results[name] = "ok"
+        except Exception as exc:  # any failure means not ready; say which part
+            results[name] = f"failed: {type(exc).__name__}"
+    failed = [name for name, result in results.items() if result != "ok"]
+    if failed:
+        body = {
+            "error": {
+                "code": "upstream_unavailable",
+                "message": f"Not ready: {', '.join(failed)} did not answer",
+                "details": results,
+            },
+            "status": "unavailable",
+            "checks": results,
+        }
+        return JsonResponse(body, status=503)
+    return JsonResponse({"status": "ok", "checks": results})

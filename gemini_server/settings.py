@@ -1,0 +1,246 @@
+"""Settings for gemini-server: every knob is an environment variable with a development default."""
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def parse_duration(value: str) -> timedelta:
+    """Reads `30m`, `12h`, `7d`, `45s` or a bare number of seconds, as JWT_EXPIRES_IN is written."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", str(value))
+    if not match:
+        raise ImproperlyConfigured(
+            f"Cannot read the duration {value!r}; write it like 30m, 12h or 7d."
+        )
+    amount, unit = int(match.group(1)), match.group(2) or "s"
+    seconds = amount * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
+    return timedelta(seconds=seconds)
+
+
+DEBUG = env.bool("DJANGO_DEBUG", default=True)
+
+# Development-only secrets: production (DJANGO_DEBUG=false) refuses to start with them.
+_DEV_SECRET_KEY = "dev-only-secret-key-change-me-0123456789-abcdefghijklmnopqrstuvwxyz"
+_DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789-abcdefghijklmnopqrstuvwxyz"
+SECRET_KEY = env("SECRET_KEY", default=_DEV_SECRET_KEY)
+JWT_SECRET = env("JWT_SECRET", default=_DEV_JWT_SECRET)
+if not DEBUG:
+    if SECRET_KEY == _DEV_SECRET_KEY or not SECRET_KEY:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_DEBUG is false.")
+    if JWT_SECRET == _DEV_JWT_SECRET or not JWT_SECRET:
+        raise ImproperlyConfigured("JWT_SECRET must be set when DJANGO_DEBUG is false.")
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else ["localhost", "127.0.0.1"])
+PORT = env.int("PORT", default=3000)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt",
+    "corsheaders",
+    "channels",
+    "django_ratelimit",
+    "drf_spectacular",
+    "accounts",
+    "sessions_app",
+    "chat",
+    "monitoring",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "gemini_server.urls"
+ASGI_APPLICATION = "gemini_server.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Turns run in threads next to request handlers; wait for the write lock instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="gemini-server"),
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": env("CHANNEL_LAYER_PREFIX", default="gemini-server"),
+                "capacity": 1000,
+                "expiry": 60,
+            },
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# django-ratelimit warns about Django's own Redis backend (not on its list, but atomic) and
+# errors on the local-memory cache, which is right for the embedded single-process mode.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.W001"]
+if not REDIS_URL:
+    SILENCED_SYSTEM_CHECKS.append("django_ratelimit.E003")
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_VIEW = "gemini_server.errors.rate_limited_view"
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiKeyAuthentication",
+        "accounts.authentication.JWTAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.UserRateLimit"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "gemini_server.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "gemini-server API",
+    "DESCRIPTION": "A multi-user Gemini coding agent behind REST, Server-Sent Events and WebSockets.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+JWT_EXPIRES_IN = parse_duration(env("JWT_EXPIRES_IN", default="7d"))
+JWT_REFRESH_EXPIRES_IN = parse_duration(env("JWT_REFRESH_EXPIRES_IN", default="30d"))
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": JWT_EXPIRES_IN,
+    "REFRESH_TOKEN_LIFETIME": JWT_REFRESH_EXPIRES_IN,
+    "SIGNING_KEY": JWT_SECRET,
+    "ALGORITHM": "HS256",
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "user_id",
+    "UPDATE_LAST_LOGIN": False,
+}
+
+CORS_ALLOWED_ORIGINS = env.list("CORS_ORIGIN", default=["http://localhost:3001"])
+if "*" in CORS_ALLOWED_ORIGINS:
+    CORS_ALLOW_ALL_ORIGINS = True
+    CORS_ALLOWED_ORIGINS = []
+CORS_ALLOW_HEADERS = (
+    "accept",
+    "authorization",
+    "content-type",
+    "last-event-id",
+    "x-api-key",
+    "x-requested-with",
+)
+CORS_EXPOSE_HEADERS = ("retry-after",)
+
+# Production hardening: `manage.py check --deploy` is clean with DJANGO_DEBUG=false and the
+# defaults below. Behind plain HTTP (docker-compose without a TLS proxy) set SECURE_SSL_REDIRECT=false.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^health"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}
+
+# The agent and its upstream.
+GEMINI_API_KEY = env("GEMINI_API_KEY", default="")
+GEMINI_MODEL = env("GEMINI_MODEL", default="gemini-2.5-flash")
+GEMINI_BASE_URL = env("GEMINI_BASE_URL", default="")
+GEMINI_API_VERSION = env("GEMINI_API_VERSION", default="v1beta")
+GEMINI_TIMEOUT_SECONDS = env.float("GEMINI_TIMEOUT_SECONDS", default=600)
+GEMINI_STREAM_IDLE_SECONDS = env.float("GEMINI_STREAM_IDLE_SECONDS", default=90)
+GEMINI_RETRY_ATTEMPTS = env.int("GEMINI_RETRY_ATTEMPTS", default=3)
+AGENT_MAX_TOOL_CALLS = env.int("AGENT_MAX_TOOL_CALLS", default=50)
+AGENT_REPEATED_CALL_LIMIT = env.int("AGENT_REPEATED_CALL_LIMIT", default=5)
+SSE_KEEPALIVE_SECONDS = env.float("SSE_KEEPALIVE_SECONDS", default=15)
+
+# Sessions, workspaces and tools.
+WORKSPACES_ROOT = Path(env("WORKSPACES_ROOT", default=str(BASE_DIR / "workspaces"))).resolve()
+SESSION_TTL_HOURS = env.float("SESSION_TTL_HOURS", default=24)
+SHELL_SANDBOX = env("SHELL_SANDBOX", default="bwrap")
+SHELL_TIMEOUT_SECONDS = env.float("SHELL_TIMEOUT_SECONDS", default=120)
+TOOL_MAX_FILE_BYTES = env.int("TOOL_MAX_FILE_BYTES", default=20 * 1024 * 1024)
+UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=TOOL_MAX_FILE_BYTES)
+DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024
+
+# Accounts, limits and monitoring.
+ALLOW_REGISTRATION = env.bool("ALLOW_REGISTRATION", default=False)
+RATE_LIMIT_MAX_REQUESTS = env.int("RATE_LIMIT_MAX_REQUESTS", default=100)
+RATE_LIMIT_WINDOW_SECONDS = env.int("RATE_LIMIT_WINDOW_SECONDS", default=60)
+LOGIN_RATE_LIMIT_MAX = env.int("LOGIN_RATE_LIMIT_MAX", default=10)
+LOGIN_RATE_LIMIT_WINDOW_SECONDS = env.int("LOGIN_RATE_LIMIT_WINDOW_SECONDS", default=300)
+MONITORING_ENABLED = env.bool("MONITORING_ENABLED", default=True)
+WS_AUTH_TIMEOUT_SECONDS = env.float("WS_AUTH_TIMEOUT_SECONDS", default=10)
+WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=1024 * 1024)
+SERVE_STATIC = env.bool("SERVE_STATIC", default=True)

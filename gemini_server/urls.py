@@ -1,0 +1,29 @@
+"""The server's URL map: health, the v1 API, its OpenAPI schema and docs, the admin console."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from accounts.urls import auth_urlpatterns, user_urlpatterns
+from gemini_server import health
+from sessions_app.urls import urlpatterns as session_urlpatterns
+
+handler400 = "gemini_server.errors.handler400"
+handler403 = "gemini_server.errors.handler403"
+handler404 = "gemini_server.errors.handler404"
+handler500 = "gemini_server.errors.handler500"
+
+api_v1 = [
+    path("auth/", include(auth_urlpatterns)),
+    *user_urlpatterns,
+    *session_urlpatterns,
+]
+
+urlpatterns = [
+    path("health", health.health, name="health"),
+    path("health/ready", health.ready, name="health-ready"),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,61 @@
+"""A user's working session with the agent: its settings, lifetime, token use and running turn."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class ApprovalMode(models.TextChoices):
+    DEFAULT = "default"
+    AUTO_EDIT = "autoEdit"
+    YOLO = "yolo"
+
+
+class Session(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sessions"
+    )
+    title = models.CharField(max_length=200, blank=True, default="")
+    # model, systemInstruction, temperature, approvalMode, as the client set them.
+    config = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_activity_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    # Tools the user answered `proceed_always` for: they no longer ask in this session.
+    always_allowed_tools = models.JSONField(default=list, blank=True)
+    # The one running turn, claimed with a conditional UPDATE so it holds across processes;
+    # a turn that stops beating (its process died) can be taken over.
+    turn_id = models.UUIDField(null=True, blank=True)
+    turn_heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_activity_at"]
+        indexes = [
+            models.Index(fields=["user", "-last_activity_at"], name="session_user_activity"),
+            models.Index(fields=["expires_at"], name="session_expires"),
+        ]
+
+    def __str__(self):
+        return self.title or str(self.id)
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at <= timezone.now()
+
+    @property
+    def status(self) -> str:
+        return "expired" if self.is_expired else "active"
+
+    @property
+    def approval_mode(self) -> str:
+        return self.config.get("approvalMode") or ApprovalMode.DEFAULT
+
+    @property
+    def model_name(self) -> str:
+        return self.config.get("model") or settings.GEMINI_MODEL
