@@ -5,7 +5,9 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts.urls import auth_urlpatterns, user_urlpatterns
+from chat.urls import urlpatterns as chat_urlpatterns
 from gemini_server import health
+from monitoring.urls import urlpatterns as monitoring_urlpatterns
 from sessions_app.urls import urlpatterns as session_urlpatterns
 
 handler400 = "gemini_server.errors.handler400"
@@ -17,6 +19,8 @@ api_v1 = [
     path("auth/", include(auth_urlpatterns)),
     *user_urlpatterns,
     *session_urlpatterns,
+    *chat_urlpatterns,
+    *monitoring_urlpatterns,
 ]
 
 urlpatterns = [

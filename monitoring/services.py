@@ -61,7 +61,7 @@ async def aevent_record(**kwargs) -> Event | None:
 
 def event_publish(event: Event) -> None:
     """Sends a committed event to every live subscriber, on every process."""
-    message = {"type": "monitoring.event", "event": event_to_dict(event)}
+    message = {"type": "monitoring.event", "event": event_to_dict(event), "seq": event.seq}
     layer = get_channel_layer()
     if layer is None:
         return
@@ -81,3 +81,16 @@ def event_publish(event: Event) -> None:
 def _log_publish_failure(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("Could not publish an event", exc_info=task.exception())
+
+
+def events_prune(*, older_than_days: int, dry_run: bool = False) -> int:
+    """Deletes events older than the retention period; with dry_run only counts them."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    old = Event.objects.filter(created_at__lt=timezone.now() - timedelta(days=older_than_days))
+    if dry_run:
+        return old.count()
+    deleted, _ = old.delete()
+    return deleted

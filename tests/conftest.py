@@ -72,3 +72,26 @@ def admin_api_client(admin_user):
 def api_key(user):
     """(ApiKey, raw key) for `user`."""
     return api_key_create(user=user, name="test key")
+
+
+@pytest.fixture(scope="session")
+def fake_gemini_server():
+    """The project's fake Gemini upstream on loopback, for the whole test run."""
+    from chat.agent.fake_upstream import FakeGemini
+
+    fake = FakeGemini(host="127.0.0.1", port=0)
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_gemini(fake_gemini_server, settings):
+    """Points the real google-genai SDK at the fake upstream, with a clean request log."""
+    settings.GEMINI_API_KEY = "test-key"
+    settings.GEMINI_BASE_URL = fake_gemini_server.base_url
+    settings.GEMINI_API_VERSION = "v1beta"
+    settings.GEMINI_RETRY_ATTEMPTS = 1
+    settings.GEMINI_STREAM_IDLE_SECONDS = 5
+    fake_gemini_server.reset()
+    return fake_gemini_server

@@ -1,0 +1,33 @@
+"""Reads of a session's conversation, in the form the API returns."""
+
+from chat.models import Checkpoint, Message
+from gemini_server.clock import iso_utc
+
+
+def message_to_dict(message: Message) -> dict:
+    usage = None
+    if message.total_tokens is not None:
+        usage = {
+            "promptTokens": message.prompt_tokens or 0,
+            "completionTokens": message.completion_tokens or 0,
+            "totalTokens": message.total_tokens or 0,
+        }
+    return {
+        "id": str(message.id),
+        "role": message.role,
+        "parts": message.parts,
+        "text": message.text,
+        "createdAt": iso_utc(message.created_at),
+        "usage": usage,
+    }
+
+
+def history_list(*, session) -> list[dict]:
+    return [message_to_dict(m) for m in Message.objects.filter(session=session).order_by("seq")]
+
+
+def checkpoint_list(*, session) -> list[dict]:
+    return [
+        {"tag": c.tag, "messageCount": len(c.history), "createdAt": iso_utc(c.created_at)}
+        for c in Checkpoint.objects.filter(session=session).order_by("-created_at")
+    ]

@@ -1,0 +1,172 @@
+"""HTTP endpoints for chat (the SSE stream, confirm, cancel, history, checkpoints) and tools."""
+
+from asgiref.sync import async_to_sync
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.permissions import CanOperate
+from chat import serializers as s
+from chat.agent.tools import tool_catalog
+from chat.agent.turn import turn_open
+from chat.selectors import checkpoint_list, history_list
+from chat.services import (
+    checkpoint_load,
+    checkpoint_save,
+    history_clear,
+    tool_execute,
+    turn_cancel,
+    turn_confirm,
+)
+from chat.sse import sse_response, turn_sse
+from gemini_server.errors import ValidationFailed, request_ip
+from sessions_app.selectors import session_get
+
+SESSION_PARAM = OpenApiParameter("sessionId", OpenApiTypes.UUID, required=True)
+
+
+def _valid(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+class OperateView(APIView):
+    """Engineers and admins, on their own sessions."""
+
+    permission_classes = [IsAuthenticated, CanOperate]
+
+    def session(self, request, data):
+        return session_get(session_id=data["sessionId"], user=request.user, write=True)
+
+
+class ChatMessageView(OperateView):
+    @extend_schema(
+        request=s.ChatMessageSerializer,
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                description='SSE frames `id: n` / `data: {"type": ..., "data": {...}}`, ending with `done`.'
+            ),
+            409: OpenApiResponse(description="A turn is already running in this session"),
+            410: OpenApiResponse(description="The session has expired"),
+        },
+        tags=["chat"],
+    )
+    def post(self, request):
+        data = _valid(s.ChatMessageSerializer, request.data)
+        session = self.session(request, data)
+        turn = turn_open(
+            session=session, user=request.user, text=data["message"], ip=request_ip(request)
+        )
+        return sse_response(turn_sse(turn))
+
+
+class ChatConfirmView(OperateView):
+    @extend_schema(request=s.ConfirmSerializer, responses={200: s.OkSerializer}, tags=["chat"])
+    def post(self, request):
+        data = _valid(s.ConfirmSerializer, request.data)
+        turn_confirm(
+            session=self.session(request, data),
+            call_id=data["callId"],
+            outcome=data["outcome"],
+            actor=request.user,
+        )
+        return Response({"ok": True})
+
+
+class ChatCancelView(OperateView):
+    @extend_schema(request=s.SessionRefSerializer, responses={200: s.OkSerializer}, tags=["chat"])
+    def post(self, request):
+        data = _valid(s.SessionRefSerializer, request.data)
+        turn_cancel(session=self.session(request, data), actor=request.user)
+        return Response({"ok": True})
+
+
+class ChatHistoryView(APIView):
+    @extend_schema(parameters=[SESSION_PARAM], responses={200: s.HistorySerializer}, tags=["chat"])
+    def get(self, request):
+        data = _valid(s.SessionRefSerializer, request.query_params)
+        session = session_get(session_id=data["sessionId"], user=request.user)
+        return Response({"history": history_list(session=session)})
+
+
+class ChatClearView(OperateView):
+    @extend_schema(request=s.SessionRefSerializer, responses={200: s.OkSerializer}, tags=["chat"])
+    def delete(self, request):
+        data = _valid(s.SessionRefSerializer, request.data or request.query_params)
+        history_clear(
+            session=self.session(request, data), actor=request.user, ip=request_ip(request)
+        )
+        return Response({"ok": True})
+
+
+class ChatSaveView(OperateView):
+    @extend_schema(
+        request=s.CheckpointRequestSerializer,
+        responses={200: s.CheckpointSerializer},
+        tags=["chat"],
+    )
+    def post(self, request):
+        data = _valid(s.CheckpointRequestSerializer, request.data)
+        checkpoint = checkpoint_save(
+            session=self.session(request, data),
+            tag=data["tag"],
+            actor=request.user,
+            ip=request_ip(request),
+        )
+        return Response(
+            {
+                "tag": checkpoint.tag,
+                "messageCount": len(checkpoint.history),
+                "createdAt": checkpoint.created_at,
+            }
+        )
+
+
+class ChatLoadView(OperateView):
+    @extend_schema(
+        request=s.CheckpointRequestSerializer, responses={200: s.HistorySerializer}, tags=["chat"]
+    )
+    def post(self, request):
+        data = _valid(s.CheckpointRequestSerializer, request.data)
+        session = self.session(request, data)
+        checkpoint_load(
+            session=session, tag=data["tag"], actor=request.user, ip=request_ip(request)
+        )
+        return Response({"history": history_list(session=session)})
+
+
+class ChatCheckpointsView(APIView):
+    @extend_schema(
+        parameters=[SESSION_PARAM], responses={200: s.CheckpointListSerializer}, tags=["chat"]
+    )
+    def get(self, request):
+        data = _valid(s.SessionRefSerializer, request.query_params)
+        session = session_get(session_id=data["sessionId"], user=request.user)
+        return Response({"checkpoints": checkpoint_list(session=session)})
+
+
+class ToolListView(APIView):
+    @extend_schema(responses={200: s.ToolListSerializer}, tags=["tools"])
+    def get(self, request):
+        return Response({"tools": tool_catalog()})
+
+
+class ToolExecuteView(OperateView):
+    @extend_schema(
+        request=s.ToolExecuteSerializer, responses={200: s.ToolResultSerializer}, tags=["tools"]
+    )
+    def post(self, request):
+        data = _valid(s.ToolExecuteSerializer, request.data)
+        if not isinstance(request.data.get("args", {}), dict):
+            raise ValidationFailed(details={"args": ["Must be an object."]})
+        result = async_to_sync(tool_execute)(
+            session=self.session(request, data),
+            user=request.user,
+            name=data["name"],
+            args=data["args"],
+            ip=request_ip(request),
+        )
+        return Response(result)
