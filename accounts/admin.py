@@ -201,7 +201,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
                     request, f"gsk_{key.prefix} is revoked or expired and was not rotated."
                 )
                 continue
-            new_key, raw = api_key_rotate(key=key, actor=request.user, grace=timedelta(hours=24))
+            _new_key, raw = api_key_rotate(key=key, actor=request.user, grace=timedelta(hours=24))
             messages.warning(
                 request, f"gsk_{key.prefix} replaced; the new key, shown this once: {raw}"
             )

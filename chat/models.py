@@ -53,3 +53,6 @@ class Checkpoint(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["session", "tag"], name="checkpoint_session_tag")
         ]
+
+    def __str__(self):
+        return self.tag
