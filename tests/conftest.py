@@ -95,3 +95,96 @@ def fake_gemini(fake_gemini_server, settings):
     settings.GEMINI_STREAM_IDLE_SECONDS = 5
     fake_gemini_server.reset()
     return fake_gemini_server
+
+
+def _subprocess_database_url() -> str | None:
+    """The test database as a URL another process can open (PostgreSQL only: SQLite's is in memory)."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        return None
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def daphne_servers(transactional_db, settings, fake_gemini_server):
+    """Starts real daphne processes on the test database and Redis: `start(**env) -> base URL`.
+
+    Several processes share state only through PostgreSQL and Redis, so these tests need both
+    (CI sets DATABASE_URL and REDIS_URL); without them they are skipped with that reason.
+    """
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    database_url = _subprocess_database_url()
+    if not database_url or not settings.REDIS_URL:
+        pytest.skip(
+            "needs PostgreSQL and Redis shared by several processes (set DATABASE_URL and REDIS_URL)"
+        )
+    processes = []
+
+    def start(**env) -> str:
+        port = _free_port()
+        environment = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": settings.REDIS_URL,
+            "DJANGO_DEBUG": "true",
+            "WORKSPACES_ROOT": str(settings.WORKSPACES_ROOT),
+            "GEMINI_API_KEY": "test-key",
+            "GEMINI_BASE_URL": fake_gemini_server.base_url,
+            "GEMINI_RETRY_ATTEMPTS": "1",
+            **{key: str(value) for key, value in env.items()},
+        }
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "gemini_server.asgi:application",
+            ],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        processes.append(process)
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"daphne exited: {process.stderr.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{base_url}/health", timeout=1) as answer:
+                    if answer.status == 200:
+                        return base_url
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("daphne did not become healthy within 30 s")
+
+    yield start
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
