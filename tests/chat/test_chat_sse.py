@@ -1,0 +1,455 @@
+"""Chat over SSE through the real google-genai SDK and the fake upstream: the agent's whole turn."""
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from chat.models import Message
+from sessions_app.models import Session
+from tests.asgi_http import asgi_request
+from tests.chat.conftest import history_of, scripted
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHAT = "/api/v1/chat/message"
+
+
+async def chat(session, token, message, **kwargs):
+    return await asgi_request(
+        "POST", CHAT, body={"sessionId": str(session.id), "message": message}, token=token, **kwargs
+    )
+
+
+def types_of(response) -> list[str]:
+    return [frame["type"] for frame in response.frames]
+
+
+def of_type(response, kind: str) -> list[dict]:
+    return [frame["data"] for frame in response.frames if frame["type"] == kind]
+
+
+async def test_plain_answer_streams_in_order_and_is_stored(session, token, fake_gemini):
+    response = await chat(session, token, scripted({"text": ["Hel", "lo, ", "world"]}))
+
+    assert response.status == 200
+    assert response.headers["content-type"] == "text/event-stream"
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert types_of(response) == ["content", "content", "content", "usage", "done"]
+    assert [d["text"] for d in of_type(response, "content")] == ["Hel", "lo, ", "world"]
+    assert [frame["_id"] for frame in response.frames] == ["1", "2", "3", "4", "5"]
+    usage = of_type(response, "usage")[0]
+    assert usage["totalTokens"] == usage["promptTokens"] + usage["completionTokens"] > 0
+    done = of_type(response, "done")[0]
+    assert done["finishReason"] == "STOP"
+
+    history = await history_of(session)
+    assert [item["role"] for item in history] == ["user", "model"]
+    assert history[1]["text"] == "Hello, world"
+    assert history[1]["id"] == done["messageId"]
+    assert history[1]["usage"] == usage
+    stored = await sync_to_async(Session.objects.get)(pk=session.id)
+    assert stored.total_tokens == usage["totalTokens"]
+
+
+async def test_thought_is_streamed_with_subject_and_description(session, token, fake_gemini):
+    response = await chat(
+        session, token, scripted({"thought": "**Planning** Read the code first.", "text": "ok"})
+    )
+
+    assert of_type(response, "thought") == [
+        {"subject": "Planning", "description": "Read the code first."}
+    ]
+    assert types_of(response)[-1] == "done"
+
+
+async def test_read_file_call_result_is_fed_back(session, token, workspace, fake_gemini):
+    (workspace / "notes.txt").write_text("alpha line\nbeta line\n")
+
+    response = await chat(session, token, "read notes.txt")
+
+    call = of_type(response, "tool_call")[0]
+    assert call["name"] == "read_file" and call["args"] == {"file_path": "notes.txt"}
+    result = of_type(response, "tool_result")[0]
+    assert result["callId"] == call["callId"]
+    assert result["status"] == "success" and result["result"] == "alpha line\nbeta line\n"
+    assert (
+        "".join(d["text"] for d in of_type(response, "content"))
+        == "The file notes.txt starts with: alpha line"
+    )
+    # What the model received for the call: the tool output, with the call's id and its signature kept.
+    contents = fake_gemini.requests[-1]["body"]["contents"]
+    model_call = contents[-2]["parts"][0]
+    assert model_call["functionCall"]["id"] == call["callId"] and "thoughtSignature" in model_call
+    assert contents[-1]["parts"][0]["functionResponse"] == {
+        "id": call["callId"],
+        "name": "read_file",
+        "response": {"output": "alpha line\nbeta line\n"},
+    }
+
+
+async def _confirm(session, token, call_id, outcome):
+    return await asgi_request(
+        "POST",
+        "/api/v1/chat/confirm",
+        body={"sessionId": str(session.id), "callId": call_id, "outcome": outcome},
+        token=token,
+    )
+
+
+async def _chat_answering_confirmation(session, token, message, outcome):
+    """Runs a turn; when it asks for confirmation, answers `outcome` over REST (as another request)."""
+    answered = []
+
+    async def answer_when_asked():
+        for _ in range(200):
+            pending = await sync_to_async(_pending_call_id)(session)
+            if pending:
+                answered.append(await _confirm(session, token, pending, outcome))
+                return
+            await asyncio.sleep(0.05)
+
+    responder = asyncio.create_task(answer_when_asked())
+    response = await chat(session, token, message)
+    await responder
+    return response, answered
+
+
+def _pending_call_id(session):
+    from chat.services import pending_call
+
+    last = Message.objects.filter(session_id=session.id, role="model").order_by("-seq").first()
+    if last is None or Session.objects.get(pk=session.id).turn_id is None:
+        return None
+    for part in last.parts:
+        call = part.get("functionCall")
+        if call and pending_call(session=Session.objects.get(pk=session.id), call_id=call["id"]):
+            return call["id"]
+    return None
+
+
+WRITE = {
+    "calls": [{"name": "write_file", "args": {"file_path": "out.txt", "content": "written\n"}}]
+}
+
+
+async def test_write_file_asks_in_default_and_runs_after_proceed_once(
+    session, token, workspace, fake_gemini
+):
+    response, answers = await _chat_answering_confirmation(
+        session, token, scripted(WRITE, {"text": "Wrote it."}), "proceed_once"
+    )
+
+    assert answers[0].status == 200 and answers[0].json() == {"ok": True}
+    confirmation = of_type(response, "tool_confirmation")[0]
+    assert confirmation["name"] == "write_file"
+    assert confirmation["details"]["filePath"] == "/workspace/out.txt"
+    assert "+written" in confirmation["details"]["diff"]
+    assert of_type(response, "tool_result")[0]["status"] == "success"
+    assert (workspace / "out.txt").read_text() == "written\n"
+    assert types_of(response).index("tool_confirmation") < types_of(response).index("tool_result")
+
+
+async def test_write_file_is_refused_after_cancel(session, token, workspace, fake_gemini):
+    response, _ = await _chat_answering_confirmation(
+        session, token, scripted(WRITE, {"text": "ok"}), "cancel"
+    )
+
+    result = of_type(response, "tool_result")[0]
+    assert result["status"] == "cancelled"
+    assert not (workspace / "out.txt").exists()
+    sent_back = fake_gemini.requests[-1]["body"]["contents"][-1]["parts"][0]["functionResponse"][
+        "response"
+    ]
+    assert "did not allow" in sent_back["error"]
+
+
+async def test_auto_edit_never_asks_for_edits(make_session, token, fake_gemini):
+    session = await sync_to_async(make_session)(approvalMode="autoEdit")
+    response = await chat(session, token, scripted(WRITE, {"text": "ok"}))
+
+    assert of_type(response, "tool_confirmation") == []
+    assert of_type(response, "tool_result")[0]["status"] == "success"
+
+
+async def test_shell_still_asks_in_auto_edit(make_session, token, fake_gemini):
+    session = await sync_to_async(make_session)(approvalMode="autoEdit")
+    shell = {"calls": [{"name": "run_shell_command", "args": {"command": "echo hi"}}]}
+    response, _ = await _chat_answering_confirmation(
+        session, token, scripted(shell, {"text": "ok"}), "cancel"
+    )
+
+    assert of_type(response, "tool_confirmation")[0]["details"]["command"] == "echo hi"
+
+
+async def test_proceed_always_stops_asking_for_that_tool(session, token, workspace, fake_gemini):
+    response, _ = await _chat_answering_confirmation(
+        session, token, scripted(WRITE, {"text": "ok"}), "proceed_always"
+    )
+    assert of_type(response, "tool_result")[0]["status"] == "success"
+
+    second = {"calls": [{"name": "write_file", "args": {"file_path": "two.txt", "content": "2"}}]}
+    response = await chat(session, token, scripted(second, {"text": "ok"}))
+
+    assert of_type(response, "tool_confirmation") == []
+    assert (workspace / "two.txt").read_text() == "2"
+
+
+async def test_parallel_calls_each_get_a_response(session, token, workspace, fake_gemini):
+    (workspace / "a.txt").write_text("A")
+    (workspace / "b.txt").write_text("B")
+    calls = {
+        "calls": [
+            {"name": "read_file", "args": {"file_path": "a.txt"}},
+            {"name": "read_file", "args": {"file_path": "b.txt"}},
+        ]
+    }
+
+    response = await chat(session, token, scripted(calls, {"text": "both read"}))
+
+    assert [r["result"] for r in of_type(response, "tool_result")] == ["A", "B"]
+    responses = [
+        part["functionResponse"]["response"]["output"]
+        for part in fake_gemini.requests[-1]["body"]["contents"][-1]["parts"]
+    ]
+    assert responses == ["A", "B"]
+
+
+async def test_second_message_during_a_turn_is_409(session, token, fake_gemini):
+    first = asyncio.create_task(chat(session, token, scripted({"text": ["slow"], "hang": True})))
+    for _ in range(100):
+        if await sync_to_async(lambda: Session.objects.get(pk=session.id).turn_id)():
+            break
+        await asyncio.sleep(0.05)
+
+    second = await chat(session, token, "hello again")
+
+    assert second.status == 409
+    assert second.json()["error"]["code"] == "conflict"
+    cancel = await asgi_request(
+        "POST", "/api/v1/chat/cancel", body={"sessionId": str(session.id)}, token=token
+    )
+    assert cancel.status == 200
+    finished = await first
+    assert of_type(finished, "done")[0]["finishReason"] == "CANCELLED"
+
+
+async def test_disconnect_cancels_upstream_and_keeps_the_partial_answer(
+    session, token, fake_gemini
+):
+    def got_text(response):
+        return b'"content"' in response.body
+
+    response = await chat(
+        session,
+        token,
+        scripted({"text": ["partial ", "answer"], "hang": True}),
+        hang_up_when=got_text,
+    )
+
+    assert response.status == 200
+    assert await asyncio.to_thread(fake_gemini.wait_for_stream_status, "disconnected", 5)
+    history = await history_of(session)
+    assert history[-1]["role"] == "model"
+    assert history[-1]["text"].startswith("partial")
+    stored = await sync_to_async(Session.objects.get)(pk=session.id)
+    assert stored.turn_id is None  # the session is free for the next turn
+
+
+async def test_history_is_sent_back_next_turn_even_after_a_client_restart(
+    session, token, fake_gemini
+):
+    from chat.agent import client as client_module
+
+    await chat(session, token, scripted({"text": "first answer"}, prompt="first question"))
+    client_module._client = None  # what a restarted process has: no client, only the database
+
+    await chat(session, token, scripted({"text": "second answer"}, prompt="second question"))
+
+    contents = fake_gemini.requests[-1]["body"]["contents"]
+    texts = [part.get("text", "") for content in contents for part in content["parts"]]
+    assert texts[0].startswith("first question")
+    assert texts[1] == "first answer"
+    assert texts[2].startswith("second question")
+
+
+@pytest.mark.parametrize(
+    ("step", "code", "retryable"),
+    [
+        ({"error": {"code": 429, "retryDelay": "7s"}}, "rate_limited", True),
+        ({"error": {"code": 500}}, "upstream_unavailable", True),
+        ({"error": {"code": 503}}, "upstream_unavailable", True),
+        (
+            {"error": {"code": 400, "message": "Invalid JSON payload received."}},
+            "upstream_error",
+            False,
+        ),
+        ({"text": ["half"], "midStreamError": {"code": 500}}, "upstream_unavailable", True),
+    ],
+)
+async def test_upstream_failures_become_error_events_then_done(
+    session, token, fake_gemini, step, code, retryable
+):
+    response = await chat(session, token, scripted(step))
+
+    assert response.status == 200
+    error = of_type(response, "error")[0]
+    assert error["code"] == code and error["retryable"] is retryable
+    assert types_of(response)[-1] == "done"
+    assert of_type(response, "done")[0]["finishReason"] == "ERROR"
+    if code == "rate_limited":
+        assert error["retryAfter"] == 7
+    if code == "upstream_error":
+        assert "Invalid JSON payload received." in error["message"]
+    from monitoring.models import Event
+
+    assert await sync_to_async(
+        Event.objects.filter(type="error", action="upstream_failure", session_id=session.id).exists
+    )()
+
+
+async def test_a_stream_that_stops_answering_times_out(session, token, fake_gemini, settings):
+    settings.GEMINI_STREAM_IDLE_SECONDS = 0.5
+
+    response = await chat(session, token, scripted({"text": ["stuck"], "hang": True}))
+
+    assert of_type(response, "error")[0]["code"] == "upstream_unavailable"
+    assert types_of(response)[-1] == "done"
+    history = await history_of(session)
+    assert history[-1]["text"] == "stuck"
+
+
+async def test_no_api_key_is_a_clear_configuration_error(session, token, settings):
+    settings.GEMINI_API_KEY = ""
+
+    response = await chat(session, token, "hello")
+
+    error = of_type(response, "error")[0]
+    assert error["code"] == "upstream_unavailable"
+    assert "GEMINI_API_KEY" in error["message"]
+    assert types_of(response)[-1] == "done"
+
+
+async def test_invalid_upstream_key_is_upstream_error(session, token, fake_gemini, settings):
+    settings.GEMINI_API_KEY = "invalid"
+
+    response = await chat(session, token, "hello")
+
+    error = of_type(response, "error")[0]
+    assert error["code"] == "upstream_error" and "API key not valid" in error["message"]
+
+
+async def test_tool_call_limit_stops_the_turn_with_every_call_answered(
+    session, token, workspace, fake_gemini, settings
+):
+    settings.AGENT_MAX_TOOL_CALLS = 2
+    (workspace / "a.txt").write_text("A")
+    reads = [
+        {"calls": [{"name": "read_file", "args": {"file_path": "a.txt", "start_line": n}}]}
+        for n in range(1, 5)
+    ]
+
+    response = await chat(session, token, scripted(*reads))
+
+    assert of_type(response, "error")[0]["code"] == "tool_call_limit"
+    assert of_type(response, "done")[0]["finishReason"] == "ERROR"
+    messages = await sync_to_async(
+        lambda: list(Message.objects.filter(session_id=session.id).order_by("seq"))
+    )()
+    calls = [p for m in messages for p in m.parts if "functionCall" in p]
+    answers = [p for m in messages for p in m.parts if "functionResponse" in p]
+    assert len(calls) == len(answers) == 3
+
+
+async def test_repeating_the_same_call_is_stopped(session, token, workspace, fake_gemini, settings):
+    settings.AGENT_REPEATED_CALL_LIMIT = 3
+    (workspace / "a.txt").write_text("A")
+    same = {"calls": [{"name": "read_file", "args": {"file_path": "a.txt"}}]}
+
+    response = await chat(session, token, scripted(same, same, same, same))
+
+    assert of_type(response, "error")[0]["code"] == "loop_detected"
+    assert len(of_type(response, "tool_result")) == 3
+
+
+async def test_cancel_while_waiting_for_confirmation_answers_the_call(
+    session, token, workspace, fake_gemini
+):
+    async def cancel_when_asked():
+        for _ in range(200):
+            if await sync_to_async(_pending_call_id)(session):
+                return await asgi_request(
+                    "POST", "/api/v1/chat/cancel", body={"sessionId": str(session.id)}, token=token
+                )
+            await asyncio.sleep(0.05)
+
+    canceller = asyncio.create_task(cancel_when_asked())
+    response = await chat(session, token, scripted(WRITE, {"text": "never"}))
+    cancelled = await canceller
+
+    assert cancelled.status == 200
+    assert of_type(response, "tool_result")[0]["status"] == "cancelled"
+    assert of_type(response, "done")[0]["finishReason"] == "CANCELLED"
+    assert not (workspace / "out.txt").exists()
+    history = await history_of(session)
+    assert history[-1]["role"] == "tool"
+
+
+async def test_system_instruction_carries_the_session_and_gemini_md(
+    make_session, token, fake_gemini
+):
+    from sessions_app.workspace import session_workspace
+
+    session = await sync_to_async(make_session)(systemInstruction="Answer in French.")
+    (session_workspace(session) / "GEMINI.md").write_text("Project uses tabs.")
+
+    await chat(session, token, scripted({"text": "ok"}))
+
+    instruction = fake_gemini.requests[-1]["body"]["systemInstruction"]["parts"][0]["text"]
+    assert "Answer in French." in instruction and "Project uses tabs." in instruction
+
+
+async def test_expired_session_is_gone(session, token, fake_gemini):
+    from django.utils import timezone
+
+    await sync_to_async(Session.objects.filter(pk=session.id).update)(expires_at=timezone.now())
+
+    response = await chat(session, token, "hello")
+
+    assert response.status == 410
+    assert response.json()["error"]["code"] == "gone"
+
+
+async def test_viewer_cannot_chat(session, viewer, fake_gemini):
+    from accounts.services import token_pair_issue
+
+    viewer_token = (await sync_to_async(token_pair_issue)(user=viewer))["accessToken"]
+    response = await chat(session, viewer_token, "hello")
+
+    assert response.status == 403
+    assert response.json()["error"]["code"] == "forbidden"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"message": "hi"}, "sessionId"),
+        ({"sessionId": "not-a-uuid", "message": "hi"}, "sessionId"),
+        ({"message": "  "}, "message"),
+    ],
+)
+async def test_bad_chat_input_is_a_validation_error(session, token, body, field):
+    body = {"sessionId": str(session.id), **body} if field != "sessionId" else body
+    response = await asgi_request("POST", CHAT, body=body, token=token)
+
+    assert response.status == 400
+    assert response.json()["error"]["code"] == "validation_error"
+    assert field in response.json()["error"]["details"]
+
+
+async def test_malformed_json_is_bad_request(token):
+    response = await asgi_request("POST", CHAT, body=b"{nope", token=token)
+
+    assert response.status == 400
+    assert response.json()["error"]["code"] == "bad_request"
