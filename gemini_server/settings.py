@@ -90,7 +90,9 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+# An empty DATABASE_URL (as a copied .env.example has) means the embedded SQLite database.
+DATABASE_URL = env("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Turns run in threads next to request handlers; wait for the write lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
@@ -164,6 +166,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # A user's role and a chat message's role are both fields named `role`; name the user's.
+    "ENUM_NAME_OVERRIDES": {"UserRoleEnum": "accounts.models.Role"},
 }
 
 JWT_EXPIRES_IN = parse_duration(env("JWT_EXPIRES_IN", default="7d"))
