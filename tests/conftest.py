@@ -11,6 +11,17 @@ PASSWORD = "correct-horse-battery-staple"
 
 
 @pytest.fixture(autouse=True)
+def _close_worker_thread_connections():
+    """Async tests reach the ORM through asgiref's worker thread; close what it opened, so the
+    test database can be dropped at the end (PostgreSQL refuses while a session is open)."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+@pytest.fixture(autouse=True)
 def _isolated_settings(settings, tmp_path):
     """Fast hashing, a private workspace root, and empty rate-limit counters for every test."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
