@@ -58,7 +58,11 @@ class ChatMessageView(OperateView):
         data = _valid(s.ChatMessageSerializer, request.data)
         session = self.session(request, data)
         turn = turn_open(
-            session=session, user=request.user, text=data["message"], ip=request_ip(request)
+            session=session,
+            user=request.user,
+            text=data["message"],
+            ip=request_ip(request),
+            cancel_when_unwatched=False,
         )
         return sse_response(turn_sse(turn))
 

@@ -148,8 +148,20 @@ def _system_instruction(session: Session) -> str:
 class Turn:
     """A running turn: start it, read its events, confirm or cancel it, wait for it."""
 
-    def __init__(self, *, session: Session, user, turn_id, user_message: Message, ip=None):
+    def __init__(
+        self,
+        *,
+        session: Session,
+        user,
+        turn_id,
+        user_message: Message,
+        ip=None,
+        cancel_when_unwatched: bool = True,
+    ):
         self.session = session
+        # A turn started over WebSocket stops when its last socket leaves; one streamed over
+        # SSE belongs to that HTTP client, and only its disconnect (or a cancel) stops it.
+        self.cancel_when_unwatched = cancel_when_unwatched
         self.user = user
         self.turn_id = turn_id
         self.user_message = user_message
@@ -522,6 +534,8 @@ class Turn:
         while True:
             message = await layer.receive(channel)
             if message.get("type") == "turn.cancel":
+                if message.get("reason") == "no_listeners" and not self.cancel_when_unwatched:
+                    continue
                 self.cancel()
             elif message.get("type") == "turn.confirm":
                 future = self._confirmation_future(message.get("callId", ""))
@@ -543,7 +557,16 @@ def _task_cancelling() -> bool:
     return bool(task and task.cancelling())
 
 
-def turn_open(*, session: Session, user, text: str, ip=None) -> Turn:
+def turn_open(
+    *, session: Session, user, text: str, ip=None, cancel_when_unwatched: bool = True
+) -> Turn:
     """Claims the session and stores the user's message; the returned turn starts when read."""
     turn_id, message = turn_begin(session=session, user=user, text=text, ip=ip)
-    return Turn(session=session, user=user, turn_id=turn_id, user_message=message, ip=ip)
+    return Turn(
+        session=session,
+        user=user,
+        turn_id=turn_id,
+        user_message=message,
+        ip=ip,
+        cancel_when_unwatched=cancel_when_unwatched,
+    )

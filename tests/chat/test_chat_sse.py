@@ -453,3 +453,31 @@ async def test_malformed_json_is_bad_request(token):
 
     assert response.status == 400
     assert response.json()["error"]["code"] == "bad_request"
+
+
+async def test_last_socket_leaving_does_not_cancel_a_turn_streamed_over_sse(
+    session, token, fake_gemini
+):
+    from channels.layers import get_channel_layer
+
+    from gemini_server.groups import turn_group
+
+    async def sockets_leave_when_running():
+        for _ in range(100):
+            if await sync_to_async(lambda: Session.objects.get(pk=session.id).turn_id)():
+                # What the WebSocket consumer sends when the last socket leaves the session.
+                await get_channel_layer().group_send(
+                    turn_group(session.id), {"type": "turn.cancel", "reason": "no_listeners"}
+                )
+                return True
+            await asyncio.sleep(0.02)
+        return False
+
+    leaving = asyncio.create_task(sockets_leave_when_running())
+    response = await chat(
+        session, token, scripted({"text": ["one ", "two ", "three"], "delay": 0.3})
+    )
+
+    assert await leaving
+    assert of_type(response, "done")[0]["finishReason"] == "STOP"
+    assert "".join(d["text"] for d in of_type(response, "content")) == "one two three"
