@@ -198,10 +198,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for key in queryset:
             if not key.is_usable():
                 messages.error(
-                    request, f"gsk_{key.prefix} is revoked or expired and was not rotated."
+                    request, f"API key gsk_{key.prefix} is revoked or expired and was not rotated."
                 )
                 continue
             _new_key, raw = api_key_rotate(key=key, actor=request.user, grace=timedelta(hours=24))
             messages.warning(
-                request, f"gsk_{key.prefix} replaced; the new key, shown this once: {raw}"
+                request, f"API key gsk_{key.prefix} replaced; the new key, shown this once: {raw}"
             )

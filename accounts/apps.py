@@ -6,3 +6,7 @@ from django.apps import AppConfig
 class AccountsConfig(AppConfig):
     name = "accounts"
     verbose_name = "Accounts"
+
+    def ready(self):
+        # Registers the OpenAPI security schemes for our authentication classes.
+        from accounts import schema  # noqa: F401

@@ -162,7 +162,7 @@ class ApiKeyRotateView(APIView):
 class UserListView(APIView):
     permission_classes = [IsAuthenticated, IsAdmin]
 
-    @extend_schema(responses={200: s.UserListSerializer}, tags=["users"])
+    @extend_schema(responses={200: s.UserListSerializer}, tags=["users"], operation_id="users_list")
     def get(self, request):
         return Response({"users": s.UserSerializer(User.objects.all(), many=True).data})
 

@@ -1,8 +1,10 @@
 """The domain errors and the one place that renders every error in the contract's JSON shape."""
 
+import ipaddress
 import logging
 import math
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
@@ -179,10 +181,24 @@ def _request_user(request):
 
 
 def request_ip(request) -> str | None:
-    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-    return (
-        (forwarded.split(",")[0].strip() or None) if forwarded else request.META.get("REMOTE_ADDR")
-    )
+    """The client's address. X-Forwarded-For is anyone's to write, so it counts only as far as
+    TRUSTED_PROXY_COUNT proxies of ours appended to it; a forged or garbled value is ignored."""
+    address = request.META.get("REMOTE_ADDR")
+    proxies = settings.TRUSTED_PROXY_COUNT
+    if proxies > 0:
+        hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        hops = [hop for hop in hops if hop]
+        if len(hops) >= proxies:
+            address = hops[-proxies]
+    return address if _is_ip(address) else None
+
+
+def _is_ip(value) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def exception_handler(exc, context):

@@ -1,15 +1,33 @@
 """Liveness and readiness probes."""
 
 import asyncio
+import functools
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import JsonResponse
-from django.views.decorators.http import require_GET
+
+from gemini_server.errors import BadRequest, json_error_response
 
 
-@require_GET
+def get_only(view):
+    """Django's require_GET, answering other methods in the contract's error shape."""
+
+    @functools.wraps(view)
+    async def wrapper(request, *args, **kwargs):
+        if request.method != "GET":
+            error = BadRequest(f'Method "{request.method}" not allowed.')
+            error.status = 405
+            response = json_error_response(error)
+            response["Allow"] = "GET"
+            return response
+        return await view(request, *args, **kwargs)
+
+    return wrapper
+
+
+@get_only
 async def health(request):
     """Alive: answers without touching the database."""
     return JsonResponse({"status": "ok"})
@@ -30,7 +48,7 @@ async def _channel_layer_answers() -> None:
         raise RuntimeError("unexpected message")
 
 
-@require_GET
+@get_only
 async def ready(request):
     """Ready: the database and the channel layer both answer, else 503 naming what failed."""
     checks = {

@@ -25,6 +25,11 @@ def parse_duration(value: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def env_list(name: str, default: list[str]) -> list[str]:
+    """A comma-separated variable; `a, b` means ["a", "b"], as people write it."""
+    return [item.strip() for item in env.list(name, default=default) if item.strip()]
+
+
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 
 # Development-only secrets: production (DJANGO_DEBUG=false) refuses to start with them.
@@ -38,7 +43,7 @@ if not DEBUG:
     if JWT_SECRET == _DEV_JWT_SECRET or not JWT_SECRET:
         raise ImproperlyConfigured("JWT_SECRET must be set when DJANGO_DEBUG is false.")
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"] if DEBUG else ["localhost", "127.0.0.1"])
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["*"] if DEBUG else ["localhost", "127.0.0.1"])
 PORT = env.int("PORT", default=3000)
 
 INSTALLED_APPS = [
@@ -183,7 +188,7 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": False,
 }
 
-CORS_ALLOWED_ORIGINS = env.list("CORS_ORIGIN", default=["http://localhost:3001"])
+CORS_ALLOWED_ORIGINS = env_list("CORS_ORIGIN", default=["http://localhost:3001"])
 if "*" in CORS_ALLOWED_ORIGINS:
     CORS_ALLOW_ALL_ORIGINS = True
     CORS_ALLOWED_ORIGINS = []
@@ -207,7 +212,7 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", default=[])
 
 LOGGING = {
     "version": 1,
@@ -244,6 +249,9 @@ RATE_LIMIT_MAX_REQUESTS = env.int("RATE_LIMIT_MAX_REQUESTS", default=100)
 RATE_LIMIT_WINDOW_SECONDS = env.int("RATE_LIMIT_WINDOW_SECONDS", default=60)
 LOGIN_RATE_LIMIT_MAX = env.int("LOGIN_RATE_LIMIT_MAX", default=10)
 LOGIN_RATE_LIMIT_WINDOW_SECONDS = env.int("LOGIN_RATE_LIMIT_WINDOW_SECONDS", default=300)
+# How many proxies of ours stand in front and append to X-Forwarded-For; 0 trusts the header not at
+# all (a client could otherwise pick the address its rate limits and audit records are kept under).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 MONITORING_ENABLED = env.bool("MONITORING_ENABLED", default=True)
 WS_AUTH_TIMEOUT_SECONDS = env.float("WS_AUTH_TIMEOUT_SECONDS", default=10)
 WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=1024 * 1024)

@@ -65,10 +65,10 @@ class SessionAdmin(admin.ModelAdmin):
     def delete_model(self, request, obj):
         from sessions_app.services import session_delete
 
-        session_delete(session=obj, actor=request.user)
+        session_delete(session=obj, actor=request.user, force=True)
 
     def delete_queryset(self, request, queryset):
         from sessions_app.services import session_delete
 
         for session in queryset:
-            session_delete(session=session, actor=request.user)
+            session_delete(session=session, actor=request.user, force=True)

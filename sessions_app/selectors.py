@@ -4,7 +4,7 @@ from django.db.models import Count
 
 from accounts.models import Role
 from gemini_server.clock import iso_utc
-from gemini_server.errors import NotFound
+from gemini_server.errors import NotFound, ValidationFailed
 from sessions_app.models import Session
 from sessions_app.workspace import WORKSPACE_MOUNT
 
@@ -39,7 +39,11 @@ def _is_uuid(value) -> bool:
 
 def session_list(*, user, user_id=None):
     """The caller's sessions, newest activity first; an admin may ask for another user's."""
-    owner = user_id if (user_id and user.role == Role.ADMIN) else user.pk
+    owner = user.pk
+    if user_id and user.role == Role.ADMIN:
+        if not _is_uuid(user_id):
+            raise ValidationFailed(details={"userId": ["Must be a user id (a UUID)."]})
+        owner = user_id
     return _with_counts(Session.objects.filter(user_id=owner)).order_by("-last_activity_at")
 
 

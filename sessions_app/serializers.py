@@ -1,8 +1,20 @@
 """Validation of what clients send about sessions, and the schema of what they get back."""
 
+import math
+
 from rest_framework import serializers
 
 from sessions_app.models import ApprovalMode
+
+
+class FiniteFloatField(serializers.FloatField):
+    """A float that is a number: DRF's FloatField lets the string "NaN" past min/max checks."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            self.fail("invalid")
+        return value
 
 
 class SessionConfigSerializer(serializers.Serializer):
@@ -10,7 +22,7 @@ class SessionConfigSerializer(serializers.Serializer):
     systemInstruction = serializers.CharField(
         max_length=20000, required=False, allow_blank=True, trim_whitespace=False
     )
-    temperature = serializers.FloatField(min_value=0, max_value=2, required=False)
+    temperature = FiniteFloatField(min_value=0, max_value=2, required=False)
     approvalMode = serializers.ChoiceField(choices=ApprovalMode.choices, required=False)
     title = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
@@ -32,7 +44,7 @@ class SessionUpdateSerializer(serializers.Serializer):
 
 
 class SessionExtendSerializer(serializers.Serializer):
-    hours = serializers.FloatField(min_value=0.01, max_value=24 * 365)
+    hours = FiniteFloatField(min_value=0.01, max_value=24 * 365)
 
 
 class UsageSerializer(serializers.Serializer):

@@ -21,6 +21,7 @@ from sessions_app.workspace import (
     workspace_create,
     workspace_display,
     workspace_resolve,
+    workspace_resolve_entry,
 )
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def session_extend(*, session: Session, actor, hours: float, ip=None) -> Session
         action="extend",
         user=actor,
         session_id=session.id,
-        data={"hours": hours, "expiresAt": session.expires_at.isoformat()},
+        data={"hours": hours, "expiresAt": iso_utc(session.expires_at)},
         ip=ip,
     )
     return session
@@ -120,10 +121,28 @@ def _session_remove(session: Session) -> None:
     logger.info("Removed session %s", session_id)
 
 
-def session_delete(*, session: Session, actor, ip=None) -> None:
+def turn_running(*, session: Session, now=None) -> bool:
+    """A turn holds the session: claimed and still beating (a dead process's claim does not count)."""
+    if session.turn_id is None:
+        return False
+    now = now or timezone.now()
+    beat = session.turn_heartbeat_at
+    return beat is None or beat >= now - TURN_STALE_AFTER
+
+
+def session_delete(*, session: Session, actor, ip=None, force: bool = False) -> None:
+    """Deletes the session and its workspace; refused while a turn runs, unless `force` (admin console)."""
     with transaction.atomic():
-        session_id = session.id
-        _session_remove(session)
+        locked = Session.objects.select_for_update().filter(pk=session.pk).first()
+        if locked is None:
+            raise NotFound("Session not found", details={"sessionId": str(session.pk)})
+        if not force and turn_running(session=locked):
+            raise Conflict(
+                "A turn is running in this session; cancel it first",
+                details={"sessionId": str(session.pk)},
+            )
+        session_id = locked.id
+        _session_remove(locked)
     event_record(type="session", action="delete", user=actor, session_id=session_id, ip=ip)
 
 
@@ -142,14 +161,23 @@ def sessions_expire(*, now=None) -> int:
         Q(turn_id__isnull=True) | Q(turn_heartbeat_at__lt=now - TURN_STALE_AFTER)
     )
     count = 0
-    for session in expired:
+    for candidate in expired:
         with transaction.atomic():
+            # Checked again under a lock: the user may have extended it or started a turn since.
+            session = (
+                Session.objects.select_for_update(of=("self",))
+                .filter(pk=candidate.pk, expires_at__lte=now)
+                .select_related("user")
+                .first()
+            )
+            if session is None or turn_running(session=session, now=now):
+                continue
             event_record(
                 type="session",
                 action="expire",
                 user=session.user,
                 session_id=session.id,
-                data={"expiresAt": session.expires_at.isoformat()},
+                data={"expiresAt": iso_utc(session.expires_at)},
             )
             _session_remove(session)
         count += 1
@@ -186,12 +214,13 @@ def turn_release(*, session_id, turn_id) -> None:
 # Workspace files, as the REST endpoints expose them.
 
 
-def _resolved(session: Session, path: str | None) -> tuple[Path, Path]:
+def _resolved(session: Session, path: str | None, *, entry: bool = False) -> tuple[Path, Path]:
     workspace = session_workspace(session)
     if not workspace.is_dir():
         workspace_create(session)
+    resolve = workspace_resolve_entry if entry else workspace_resolve
     try:
-        return workspace, workspace_resolve(workspace, path)
+        return workspace, resolve(workspace, path)
     except WorkspacePathError as exc:
         raise BadRequest(str(exc), details={"path": path}) from exc
 
@@ -239,11 +268,17 @@ def workspace_file_write(
     if target == Path(workspace).resolve() or target.is_dir():
         raise BadRequest("The path names a directory, not a file", details={"path": path})
     created = not target.exists()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise BadRequest("A parent of the path is a file", details={"path": path}) from exc
     # Write then rename: a reader never sees half a file.
     partial = target.with_name(f".{target.name}.upload-{uuid.uuid4().hex}")
-    partial.write_bytes(content)
-    partial.replace(target)
+    try:
+        partial.write_bytes(content)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
     session_touch(session=session)
     entry = _entry(workspace, target)
     event_record(
@@ -258,7 +293,8 @@ def workspace_file_write(
 
 
 def workspace_file_delete(*, session: Session, path: str | None, actor, ip=None) -> None:
-    workspace, target = _resolved(session, path)
+    """Removes a file or a directory tree; a symlink is removed itself, never what it points to."""
+    workspace, target = _resolved(session, path, entry=True)
     if target == Path(workspace).resolve():
         raise BadRequest("The workspace itself cannot be deleted", details={"path": path})
     if not target.exists() and not target.is_symlink():

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import ReadOnlyForViewers
-from gemini_server.errors import Conflict, request_ip
+from gemini_server.errors import request_ip
 from sessions_app import serializers as s
 from sessions_app.selectors import session_get, session_list, session_to_dict
 from sessions_app.services import (
@@ -50,6 +50,7 @@ class SessionListView(SessionView):
         parameters=[OpenApiParameter("userId", OpenApiTypes.UUID, description="Admins only")],
         responses={200: s.SessionListSerializer},
         tags=["sessions"],
+        operation_id="sessions_list",
     )
     def get(self, request):
         sessions = session_list(user=request.user, user_id=request.query_params.get("userId"))
@@ -93,8 +94,6 @@ class SessionDetailView(SessionView):
     @extend_schema(responses={204: None}, tags=["sessions"])
     def delete(self, request, session_id):
         session = self.session(request, session_id, write=True)
-        if session.turn_id is not None:
-            raise Conflict("A turn is running in this session; cancel it first")
         session_delete(session=session, actor=request.user, ip=request_ip(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
 

@@ -27,6 +27,18 @@ def workspace_remove(session) -> None:
     shutil.rmtree(session_workspace(session), ignore_errors=True)
 
 
+def _tool_path(workspace: Path, user_path: str | None):
+    """The agent's tools and the file endpoints share one confinement rule: the tools' resolve."""
+    from chat.agent.tools.base import ToolContext
+    from chat.agent.tools.paths import PathRefused, resolve
+
+    raw = "" if user_path is None else str(user_path).strip()
+    try:
+        return resolve(ToolContext(workspace=Path(workspace), session_id=""), raw)
+    except PathRefused as exc:
+        raise WorkspacePathError(str(exc)) from exc
+
+
 def workspace_resolve(workspace: Path, user_path: str | None) -> Path:
     """The host path for `user_path` (relative, or under /workspace), refusing any way out.
 
@@ -34,23 +46,7 @@ def workspace_resolve(workspace: Path, user_path: str | None) -> Path:
     elsewhere (`/`, a sibling session) is refused rather than followed. For a path that does not
     exist yet, its nearest existing parent is what gets checked.
     """
-    raw = "" if user_path is None else str(user_path)
-    if "\x00" in raw:
-        raise WorkspacePathError("Path contains a NUL byte.")
-    raw = raw.strip()
-    if raw == WORKSPACE_MOUNT or raw.startswith(WORKSPACE_MOUNT + "/"):
-        raw = raw[len(WORKSPACE_MOUNT) :].lstrip("/")
-    elif os.path.isabs(raw):
-        raise WorkspacePathError(
-            f"Path must be within the workspace ({WORKSPACE_MOUNT}): {user_path}"
-        )
-    root = Path(os.path.realpath(workspace))
-    candidate = Path(os.path.realpath(root / raw)) if raw not in ("", ".") else root
-    if candidate != root and root not in candidate.parents:
-        raise WorkspacePathError(
-            f"Path must be within the workspace ({WORKSPACE_MOUNT}): {user_path}"
-        )
-    return candidate
+    return _tool_path(workspace, user_path).host
 
 
 def workspace_display(workspace: Path, host_path: Path) -> str:
@@ -62,3 +58,26 @@ def workspace_display(workspace: Path, host_path: Path) -> str:
         relative = Path(os.path.realpath(host_path)).relative_to(root)
     text = relative.as_posix()
     return WORKSPACE_MOUNT if text in ("", ".") else f"{WORKSPACE_MOUNT}/{text}"
+
+
+def workspace_resolve_entry(workspace: Path, user_path: str | None) -> Path:
+    """Like workspace_resolve, but a symlink in the last component is the link itself.
+
+    For removing an entry: deleting a link must remove the link (which is inside the workspace),
+    not the file it points to, and must work for a link that points out. Its parent directory
+    still has to resolve inside the workspace.
+    """
+    virtual = _tool_path_lexical(user_path)
+    if virtual == WORKSPACE_MOUNT:
+        return workspace_resolve(workspace, user_path)
+    head, _, name = virtual.rpartition("/")
+    return _tool_path(workspace, head).host / name
+
+
+def _tool_path_lexical(user_path: str | None) -> str:
+    from chat.agent.tools.paths import PathRefused, virtual_path
+
+    try:
+        return virtual_path("" if user_path is None else str(user_path).strip())
+    except PathRefused as exc:
+        raise WorkspacePathError(str(exc)) from exc
