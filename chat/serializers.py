@@ -74,6 +74,7 @@ class ToolSerializer(serializers.Serializer):
     parameters = serializers.DictField()
     kind = serializers.ChoiceField(choices=["read", "edit", "execute"])
     available = serializers.BooleanField()
+    unavailableReason = serializers.CharField(required=False)
 
 
 class ToolListSerializer(serializers.Serializer):

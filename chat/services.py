@@ -12,7 +12,13 @@ from gemini_server.errors import Conflict, Forbidden, Gone, NotFound, Validation
 from gemini_server.groups import turn_group
 from monitoring.services import event_record
 from sessions_app.models import Session
-from sessions_app.services import session_touch, session_usage_add, turn_claim, turn_release
+from sessions_app.services import (
+    session_touch,
+    session_usage_add,
+    turn_claim,
+    turn_release,
+    turn_running,
+)
 
 MESSAGE_MAX_CHARS = 200_000
 EXCERPT_CHARS = 2000
@@ -134,7 +140,7 @@ def tool_always_allow(*, session: Session, tool_name: str) -> None:
 
 
 def history_clear(*, session: Session, actor, ip=None) -> int:
-    if session.turn_id is not None:
+    if turn_running(session=session):
         raise Conflict("A turn is running in this session; cancel it first")
     count, _ = Message.objects.filter(session_id=session.id).delete()
     # The audit trail keeps its record of what was said; only the conversation is emptied.
@@ -187,7 +193,7 @@ def checkpoint_save(*, session: Session, tag: str, actor, ip=None) -> Checkpoint
 
 def checkpoint_load(*, session: Session, tag: str, actor, ip=None) -> int:
     """Replaces the history with the snapshot `tag`; what the model sees next turn is that snapshot."""
-    if session.turn_id is not None:
+    if turn_running(session=session):
         raise Conflict("A turn is running in this session; cancel it first")
     checkpoint = Checkpoint.objects.filter(session=session, tag=tag).first()
     if checkpoint is None:
@@ -259,7 +265,7 @@ def turn_confirm(*, session: Session, call_id: str, outcome: str, actor) -> None
         raise ValidationFailed(
             details={"outcome": [f"Must be one of {', '.join(CONFIRM_OUTCOMES)}."]}
         )
-    if session.turn_id is None:
+    if not turn_running(session=session):
         raise Conflict("No turn is running in this session")
     if pending_call(session=session, call_id=call_id) is None:
         raise NotFound("No tool call with that id is waiting", details={"callId": call_id})
@@ -276,9 +282,15 @@ def turn_confirm(*, session: Session, call_id: str, outcome: str, actor) -> None
 
 
 def turn_cancel(*, session: Session, actor) -> None:
-    """Stops the session's running turn, on whichever process runs it."""
+    """Stops the session's running turn, on whichever process runs it.
+
+    A claim left by a process that died (no heartbeat) is released here, freeing the session.
+    """
     if session.turn_id is None:
         raise Conflict("No turn is running in this session")
+    if not turn_running(session=session):
+        turn_release(session_id=session.id, turn_id=session.turn_id)
+        return
     _turn_send(session, {"type": "turn.cancel", "userId": str(actor.pk)})
 
 

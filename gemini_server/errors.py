@@ -119,7 +119,7 @@ def _validation_details(detail) -> dict:
             name = "body" if field == "non_field_errors" else field
             if isinstance(value, dict):
                 for sub, messages in _validation_details(value).items():
-                    flat[f"{name}.{sub}"] = messages
+                    flat[name if sub == "body" else f"{name}.{sub}"] = messages
             else:
                 flat[name] = [str(m) for m in (value if isinstance(value, list) else [value])]
         return flat

@@ -157,7 +157,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_THROTTLE_CLASSES": ["accounts.throttling.UserRateLimit"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["gemini_server.parsers.LimitedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "gemini_server.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -242,6 +242,8 @@ SHELL_TIMEOUT_SECONDS = env.float("SHELL_TIMEOUT_SECONDS", default=120)
 TOOL_MAX_FILE_BYTES = env.int("TOOL_MAX_FILE_BYTES", default=20 * 1024 * 1024)
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=TOOL_MAX_FILE_BYTES)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024
+# A chat message is at most 200,000 characters; JSON bodies past this are refused with 413.
+JSON_BODY_MAX_BYTES = env.int("JSON_BODY_MAX_BYTES", default=1024 * 1024)
 
 # Accounts, limits and monitoring.
 ALLOW_REGISTRATION = env.bool("ALLOW_REGISTRATION", default=False)

@@ -1,12 +1,12 @@
 """The server's URL map: health, the v1 API, its OpenAPI schema and docs, the admin console."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts.urls import auth_urlpatterns, user_urlpatterns
 from chat.urls import urlpatterns as chat_urlpatterns
-from gemini_server import health
+from gemini_server import errors, health
 from monitoring.urls import urlpatterns as monitoring_urlpatterns
 from sessions_app.urls import urlpatterns as session_urlpatterns
 
@@ -30,4 +30,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("admin/", admin.site.urls),
+    # Unknown API paths answer in the contract's shape even in debug, where Django would render HTML.
+    re_path(r"^(?:api|health)(?:/.*)?$", errors.handler404),
 ]

@@ -12,7 +12,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from gemini_server.clock import iso_utc
-from gemini_server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from gemini_server.errors import BadRequest, Conflict, Gone, NotFound, PayloadTooLarge
 from monitoring.services import event_record
 from sessions_app.models import Session
 from sessions_app.workspace import (
@@ -214,6 +214,15 @@ def turn_release(*, session_id, turn_id) -> None:
 # Workspace files, as the REST endpoints expose them.
 
 
+def _writable(session: Session) -> None:
+    """An expired session takes no more changes until it is extended (as chat answers 410)."""
+    if session.is_expired:
+        raise Gone(
+            "This session has expired; extend it to change its files",
+            details={"sessionId": str(session.id)},
+        )
+
+
 def _resolved(session: Session, path: str | None, *, entry: bool = False) -> tuple[Path, Path]:
     workspace = session_workspace(session)
     if not workspace.is_dir():
@@ -264,6 +273,7 @@ def workspace_file_write(
             f"Files over {settings.UPLOAD_MAX_BYTES} bytes are refused",
             details={"size": len(content)},
         )
+    _writable(session)
     workspace, target = _resolved(session, path)
     if target == Path(workspace).resolve() or target.is_dir():
         raise BadRequest("The path names a directory, not a file", details={"path": path})
@@ -294,6 +304,7 @@ def workspace_file_write(
 
 def workspace_file_delete(*, session: Session, path: str | None, actor, ip=None) -> None:
     """Removes a file or a directory tree; a symlink is removed itself, never what it points to."""
+    _writable(session)
     workspace, target = _resolved(session, path, entry=True)
     if target == Path(workspace).resolve():
         raise BadRequest("The workspace itself cannot be deleted", details={"path": path})

@@ -363,9 +363,11 @@ def test_tool_list_uses_camel_case_when_a_tool_is_unavailable(auth_client, setti
 
     shell = next(t for t in response.json()["tools"] if t["name"] == "run_shell_command")
     assert shell["available"] is False
-    snake = [key for key in shell if "_" in key]
-    if snake:
-        pytest.xfail(f"chat/agent/tools: tool_catalog() names a field in snake_case: {snake}")
+    assert [key for key in shell if "_" in key] == []
+    assert (
+        "sandbox" in shell["unavailableReason"].lower()
+        or "SHELL_SANDBOX" in shell["unavailableReason"]
+    )
 
 
 # tools/execute runs the async tool service from a sync view; the ORM calls inside it go through

@@ -111,7 +111,7 @@ def tool_catalog() -> list[dict]:
             "available": reason is None,
         }
         if reason:
-            entry["unavailable_reason"] = reason
+            entry["unavailableReason"] = reason
         catalog.append(entry)
     return catalog
 
