@@ -28,4 +28,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health', timeout=4)"
 
 # Migrations run at start so a fresh database works; daphne then serves HTTP, SSE and WebSockets.
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec daphne -b 0.0.0.0 -p ${PORT} --proxy-headers gemini_server.asgi:application"]
+# No --proxy-headers: the client IP comes from X-Forwarded-For only per TRUSTED_PROXY_COUNT.
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec daphne -b 0.0.0.0 -p ${PORT} gemini_server.asgi:application"]
