@@ -26,12 +26,7 @@ from accounts.services import (
 )
 from accounts.throttling import login_rate_limit_check
 from gemini_server.errors import NotFound, Unauthenticated, request_ip
-
-
-def _valid(serializer_class, request) -> dict:
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
+from gemini_server.validation import validated
 
 
 def _login_checked(request, data) -> User:
@@ -56,7 +51,7 @@ class LoginView(PublicView):
         tags=["auth"],
     )
     def post(self, request):
-        user = _login_checked(request, _valid(s.LoginSerializer, request))
+        user = _login_checked(request, validated(s.LoginSerializer, request.data))
         return Response({**token_pair_issue(user=user), "user": s.UserSerializer(user).data})
 
 
@@ -65,7 +60,7 @@ class RefreshView(PublicView):
         request=s.RefreshSerializer, responses={200: s.AccessTokenSerializer}, tags=["auth"]
     )
     def post(self, request):
-        data = _valid(s.RefreshSerializer, request)
+        data = validated(s.RefreshSerializer, request.data)
         try:
             refresh = RefreshToken(data["refreshToken"])
         except TokenError as exc:
@@ -85,7 +80,7 @@ class ApiKeyCreateView(PublicView):
         request=s.ApiKeyCreateSerializer, responses={201: s.NewApiKeySerializer}, tags=["auth"]
     )
     def post(self, request):
-        data = _valid(s.ApiKeyCreateSerializer, request)
+        data = validated(s.ApiKeyCreateSerializer, request.data)
         user = _login_checked(request, data)
         key, raw = api_key_create(
             user=user,
@@ -105,7 +100,7 @@ class RegisterView(PublicView):
     def post(self, request):
         if not settings.ALLOW_REGISTRATION:
             raise NotFound("Not found")
-        data = _valid(s.RegisterSerializer, request)
+        data = validated(s.RegisterSerializer, request.data)
         user = user_create(
             email=data["email"],
             password=data["password"],
@@ -149,7 +144,7 @@ class ApiKeyRotateView(APIView):
     )
     def post(self, request, key_id):
         key = _own_key(request, key_id)
-        data = _valid(s.RotateSerializer, request)
+        data = validated(s.RotateSerializer, request.data)
         new_key, raw = api_key_rotate(
             key=key,
             actor=request.user,
@@ -170,7 +165,7 @@ class UserListView(APIView):
         request=s.UserCreateSerializer, responses={201: s.UserSerializer}, tags=["users"]
     )
     def post(self, request):
-        data = _valid(s.UserCreateSerializer, request)
+        data = validated(s.UserCreateSerializer, request.data)
         user = user_create(**data, actor=request.user, ip=request_ip(request))
         return Response(s.UserSerializer(user).data, status=status.HTTP_201_CREATED)
 
@@ -193,7 +188,7 @@ class UserDetailView(APIView):
     )
     def patch(self, request, user_id):
         user = self._user(user_id)
-        data = _valid(s.UserUpdateSerializer, request)
+        data = validated(s.UserUpdateSerializer, request.data)
         user = user_update(
             user=user,
             actor=request.user,

@@ -22,15 +22,10 @@ from chat.services import (
 )
 from chat.sse import sse_response, turn_sse
 from gemini_server.errors import ValidationFailed, request_ip
+from gemini_server.validation import validated
 from sessions_app.selectors import session_get
 
 SESSION_PARAM = OpenApiParameter("sessionId", OpenApiTypes.UUID, required=True)
-
-
-def _valid(serializer_class, data) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 class OperateView(APIView):
@@ -55,7 +50,7 @@ class ChatMessageView(OperateView):
         tags=["chat"],
     )
     def post(self, request):
-        data = _valid(s.ChatMessageSerializer, request.data)
+        data = validated(s.ChatMessageSerializer, request.data)
         session = self.session(request, data)
         turn = turn_open(
             session=session,
@@ -70,7 +65,7 @@ class ChatMessageView(OperateView):
 class ChatConfirmView(OperateView):
     @extend_schema(request=s.ConfirmSerializer, responses={200: s.OkSerializer}, tags=["chat"])
     def post(self, request):
-        data = _valid(s.ConfirmSerializer, request.data)
+        data = validated(s.ConfirmSerializer, request.data)
         turn_confirm(
             session=self.session(request, data),
             call_id=data["callId"],
@@ -83,7 +78,7 @@ class ChatConfirmView(OperateView):
 class ChatCancelView(OperateView):
     @extend_schema(request=s.SessionRefSerializer, responses={200: s.OkSerializer}, tags=["chat"])
     def post(self, request):
-        data = _valid(s.SessionRefSerializer, request.data)
+        data = validated(s.SessionRefSerializer, request.data)
         turn_cancel(session=self.session(request, data), actor=request.user)
         return Response({"ok": True})
 
@@ -91,7 +86,7 @@ class ChatCancelView(OperateView):
 class ChatHistoryView(APIView):
     @extend_schema(parameters=[SESSION_PARAM], responses={200: s.HistorySerializer}, tags=["chat"])
     def get(self, request):
-        data = _valid(s.SessionRefSerializer, request.query_params)
+        data = validated(s.SessionRefSerializer, request.query_params)
         session = session_get(session_id=data["sessionId"], user=request.user)
         return Response({"history": history_list(session=session)})
 
@@ -99,7 +94,7 @@ class ChatHistoryView(APIView):
 class ChatClearView(OperateView):
     @extend_schema(request=s.SessionRefSerializer, responses={200: s.OkSerializer}, tags=["chat"])
     def delete(self, request):
-        data = _valid(s.SessionRefSerializer, request.data or request.query_params)
+        data = validated(s.SessionRefSerializer, request.data or request.query_params)
         history_clear(
             session=self.session(request, data), actor=request.user, ip=request_ip(request)
         )
@@ -113,7 +108,7 @@ class ChatSaveView(OperateView):
         tags=["chat"],
     )
     def post(self, request):
-        data = _valid(s.CheckpointRequestSerializer, request.data)
+        data = validated(s.CheckpointRequestSerializer, request.data)
         checkpoint = checkpoint_save(
             session=self.session(request, data),
             tag=data["tag"],
@@ -134,7 +129,7 @@ class ChatLoadView(OperateView):
         request=s.CheckpointRequestSerializer, responses={200: s.HistorySerializer}, tags=["chat"]
     )
     def post(self, request):
-        data = _valid(s.CheckpointRequestSerializer, request.data)
+        data = validated(s.CheckpointRequestSerializer, request.data)
         session = self.session(request, data)
         checkpoint_load(
             session=session, tag=data["tag"], actor=request.user, ip=request_ip(request)
@@ -147,7 +142,7 @@ class ChatCheckpointsView(APIView):
         parameters=[SESSION_PARAM], responses={200: s.CheckpointListSerializer}, tags=["chat"]
     )
     def get(self, request):
-        data = _valid(s.SessionRefSerializer, request.query_params)
+        data = validated(s.SessionRefSerializer, request.query_params)
         session = session_get(session_id=data["sessionId"], user=request.user)
         return Response({"checkpoints": checkpoint_list(session=session)})
 
@@ -163,7 +158,7 @@ class ToolExecuteView(OperateView):
         request=s.ToolExecuteSerializer, responses={200: s.ToolResultSerializer}, tags=["tools"]
     )
     def post(self, request):
-        data = _valid(s.ToolExecuteSerializer, request.data)
+        data = validated(s.ToolExecuteSerializer, request.data)
         if not isinstance(request.data.get("args", {}), dict):
             raise ValidationFailed(details={"args": ["Must be an object."]})
         result = async_to_sync(tool_execute)(

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import ReadOnlyForViewers
 from gemini_server.errors import request_ip
+from gemini_server.validation import validated
 from sessions_app import serializers as s
 from sessions_app.selectors import session_get, session_list, session_to_dict
 from sessions_app.services import (
@@ -30,12 +31,6 @@ PATH_PARAM = OpenApiParameter(
     description="Relative to the workspace, or starting with /workspace/",
     required=False,
 )
-
-
-def _valid(serializer_class, request) -> dict:
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 class SessionView(APIView):
@@ -62,7 +57,7 @@ class SessionListView(SessionView):
         tags=["sessions"],
     )
     def post(self, request):
-        data = _valid(s.SessionCreateSerializer, request)
+        data = validated(s.SessionCreateSerializer, request.data)
         session = session_create(
             user=request.user, config=data.get("config"), ip=request_ip(request)
         )
@@ -87,7 +82,7 @@ class SessionDetailView(SessionView):
     )
     def patch(self, request, session_id):
         session = self.session(request, session_id, write=True)
-        data = _valid(s.SessionUpdateSerializer, request)
+        data = validated(s.SessionUpdateSerializer, request.data)
         session_update(session=session, title=data.get("title"), config=data.get("config"))
         return Response({"session": session_to_dict(self.session(request, session_id, write=True))})
 
@@ -106,7 +101,7 @@ class SessionExtendView(SessionView):
     )
     def put(self, request, session_id):
         session = self.session(request, session_id, write=True)
-        data = _valid(s.SessionExtendSerializer, request)
+        data = validated(s.SessionExtendSerializer, request.data)
         session_extend(
             session=session, actor=request.user, hours=data["hours"], ip=request_ip(request)
         )
