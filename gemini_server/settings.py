@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "channels",
     "django_ratelimit",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "sessions_app",
     "chat",
@@ -171,6 +172,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI's assets are served by this server, not a CDN: the docs work offline too.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # A user's role and a chat message's role are both fields named `role`; name the user's.
     "ENUM_NAME_OVERRIDES": {"UserRoleEnum": "accounts.models.Role"},
 }

@@ -516,3 +516,12 @@ def test_an_unreadable_jwt_expires_in_refuses_to_start():
 
     assert result.returncode != 0
     assert "a week" in result.stderr
+
+
+def test_swagger_ui_assets_are_served_by_this_server(client):
+    page = client.get("/api/docs/").content.decode()
+
+    assert "cdn.jsdelivr.net" not in page
+    bundle = "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"
+    assert bundle in page
+    assert client.get(bundle).status_code == 200
