@@ -1,18 +1,29 @@
 """WebSocket authentication: a JWT or API key from `?token=`, resolved before the consumer runs."""
 
+from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser
+from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.authentication import credential_authenticate
+from accounts.models import ApiKey
 from gemini_server.errors import Unauthenticated
 
 
 @database_sync_to_async
 def scope_credentials(raw: str) -> tuple:
-    """(user, api key or None) for a raw token; raises Unauthenticated."""
-    return credential_authenticate(raw)
+    """(user, api key or None, when a JWT expires or None) for a raw token; raises Unauthenticated.
+
+    A socket outlives the request that opened it, so the consumer keeps the JWT's expiry and
+    re-checks it (and the key) on every frame.
+    """
+    user, key = credential_authenticate(raw)
+    if isinstance(key, ApiKey):
+        return user, key, None
+    expires = AccessToken(raw.strip()).get("exp")
+    return user, None, datetime.fromtimestamp(expires, tz=UTC) if expires else None
 
 
 class TokenAuthMiddleware:
@@ -27,10 +38,13 @@ class TokenAuthMiddleware:
     async def __call__(self, scope, receive, send):
         scope = dict(scope)
         scope["user"], scope["api_key"], scope["auth_error"] = AnonymousUser(), None, None
+        scope["token_expires_at"] = None
         token = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[0]
         if token:
             try:
-                scope["user"], scope["api_key"] = await scope_credentials(token)
+                user, key, expires_at = await scope_credentials(token)
             except Unauthenticated as exc:
                 scope["auth_error"] = exc.message
+            else:
+                scope["user"], scope["api_key"], scope["token_expires_at"] = user, key, expires_at
         return await self.app(scope, receive, send)

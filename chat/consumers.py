@@ -7,12 +7,15 @@ reach every socket joined to a session through its channel-layer group, on any p
 import asyncio
 import json
 import logging
+import time
 from contextlib import suppress
+from datetime import datetime
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.cache import cache
+from django.utils import timezone
 
 from accounts.channels_auth import scope_credentials
 from accounts.models import ApiKey, Role, User
@@ -20,6 +23,7 @@ from accounts.serializers import UserSerializer
 from accounts.throttling import user_rate_limit_hit
 from chat.agent import events as ev
 from chat.agent.events import call_id_new
+from chat.agent.tools import tool_lookup
 from chat.agent.turn import turn_open
 from chat.services import tool_execute as tool_execute_service
 from chat.services import turn_cancel, turn_confirm
@@ -27,6 +31,8 @@ from gemini_server.errors import (
     ApiError,
     BadRequest,
     Forbidden,
+    Gone,
+    NotFound,
     PayloadTooLarge,
     RateLimited,
     Unauthenticated,
@@ -52,10 +58,12 @@ GEMINI_EVENTS = {
     ev.ERROR: "gemini:error",
     ev.DONE: "gemini:done",
 }
-# Events that spend the user's rate-limit budget, as REST requests do.
-LIMITED_EVENTS = {"chat:message", "chat:cancel", "tool:confirm", "tool:execute"}
-# Running relays, held so the event loop does not drop them mid-turn.
+# Streamed frames re-check the socket's credentials at most this often; inbound frames and
+# monitoring events (every user's activity) always check.
+CREDENTIALS_RECHECK_SECONDS = 1.0
+# Running relays and direct tool runs, held so the event loop does not drop them midway.
 _RELAYS: set[asyncio.Task] = set()
+_TOOL_RUNS: set[asyncio.Task] = set()
 
 
 def _members_key(session_id) -> str:
@@ -94,13 +102,18 @@ class GeminiConsumer(AsyncWebsocketConsumer):
         self.session_id = None
         self.monitoring_types = None
         self.auth_timer = None
+        self.token_expires_at = None
+        self.checked_at = 0.0
+        self.refused = False
         await self.accept()
         if self.scope.get("auth_error"):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         user = self.scope.get("user")
         if user is not None and user.is_authenticated:
-            await self._authenticated(user, self.scope.get("api_key"))
+            await self._authenticated(
+                user, self.scope.get("api_key"), self.scope.get("token_expires_at")
+            )
         else:
             self.auth_timer = asyncio.create_task(self._auth_deadline())
 
@@ -155,6 +168,10 @@ class GeminiConsumer(AsyncWebsocketConsumer):
         if name == "auth":
             await self.event_auth(data)
             return
+        # Any frame, even a ping, finds out that the user was deactivated or the key revoked.
+        if self.user is not None and not await self._still_allowed():
+            await self._refuse()
+            return
         if name == "ping":
             await self.send_event("pong", {})
             return
@@ -174,13 +191,10 @@ class GeminiConsumer(AsyncWebsocketConsumer):
             raise Unauthenticated(
                 'Authenticate first: send {"event": "auth", "data": {"token": ...}}'
             )
-        if not await self._still_allowed():
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
-        if name in LIMITED_EVENTS:
-            wait = await database_sync_to_async(user_rate_limit_hit)(user=self.user)
-            if wait is not None:
-                raise RateLimited(retry_after=wait)
+        # Every action spends the user's budget, as every REST request does.
+        wait = await database_sync_to_async(user_rate_limit_hit)(user=self.user)
+        if wait is not None:
+            raise RateLimited(retry_after=wait)
         await handler(data)
 
     # Authentication.
@@ -190,8 +204,10 @@ class GeminiConsumer(AsyncWebsocketConsumer):
         if self.user is None:
             await self.close(code=CLOSE_UNAUTHENTICATED)
 
-    async def _authenticated(self, user: User, api_key: ApiKey | None) -> None:
-        self.user, self.api_key = user, api_key
+    async def _authenticated(
+        self, user: User, api_key: ApiKey | None, token_expires_at: datetime | None
+    ) -> None:
+        self.user, self.api_key, self.token_expires_at = user, api_key, token_expires_at
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         await self.send_event("authenticated", {"user": UserSerializer(user).data})
@@ -203,15 +219,27 @@ class GeminiConsumer(AsyncWebsocketConsumer):
         try:
             if not isinstance(token, str) or not token:
                 raise Unauthenticated("A token is required")
-            user, api_key = await scope_credentials(token)
+            user, api_key, token_expires_at = await scope_credentials(token)
         except Unauthenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        await self._authenticated(user, api_key)
+        await self._authenticated(user, api_key, token_expires_at)
 
-    @database_sync_to_async
-    def _still_allowed(self) -> bool:
-        """A deactivated user or a revoked key loses an open socket at its next frame."""
+    async def _still_allowed(self, *, max_age: float = 0.0) -> bool:
+        """Whether the user is active and the key usable; `max_age` reuses a recent answer."""
+        if self.refused or self.user is None:
+            return False
+        if max_age and time.monotonic() - self.checked_at < max_age:
+            return True
+        allowed = await database_sync_to_async(self._credentials_check)()
+        if allowed:
+            self.checked_at = time.monotonic()
+        return allowed
+
+    def _credentials_check(self) -> bool:
+        """A deactivated user, a revoked key or an expired JWT loses an open socket at its next frame."""
+        if self.token_expires_at is not None and self.token_expires_at <= timezone.now():
+            return False
         user = User.objects.filter(pk=self.user.pk).first()
         if user is None or not user.is_active:
             return False
@@ -220,6 +248,17 @@ class GeminiConsumer(AsyncWebsocketConsumer):
             key = ApiKey.objects.filter(pk=self.api_key.pk).first()
             return key is not None and key.is_usable()
         return True
+
+    async def _refuse(self) -> None:
+        """Closes a socket whose credentials stopped working; it hears nothing more."""
+        if self.refused:
+            return
+        self.refused = True
+        if self.monitoring_types is not None:
+            self.monitoring_types = None
+            await self.channel_layer.group_discard(MONITORING, self.channel_name)
+        await self._leave()
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     # Sessions.
 
@@ -299,13 +338,46 @@ class GeminiConsumer(AsyncWebsocketConsumer):
         name = _field(data, "name")
         args = _field(data, "args", dict, required=False) or {}
         session = await self._joined_session(write=True)
-        call_id = call_id_new(name)
+        # Refusals come before the start event, so every start has a complete or an error.
+        tool = tool_lookup(name)
+        if tool is None:
+            raise NotFound(f'Tool "{name}" not found', details={"name": name})
+        if session.is_expired:
+            raise Gone("This session has expired", details={"sessionId": str(session.id)})
+        call_id = call_id_new(tool.name)
         await self.send_event(
-            "tool:execution-start", {"callId": call_id, "name": name, "args": args}
+            "tool:execution-start", {"callId": call_id, "name": tool.name, "args": args}
         )
-        result = await tool_execute_service(
-            session=session, user=self.user, name=name, args=args, ip=self._ip(), call_id=call_id
-        )
+        # A long command must not hold up this socket's other frames (a cancel, the stream).
+        run = asyncio.create_task(self._tool_run(session, tool.name, args, call_id))
+        _TOOL_RUNS.add(run)
+        run.add_done_callback(_TOOL_RUNS.discard)
+
+    async def _tool_run(self, session, name: str, args: dict, call_id: str) -> None:
+        try:
+            result = await tool_execute_service(
+                session=session,
+                user=self.user,
+                name=name,
+                args=args,
+                ip=self._ip(),
+                call_id=call_id,
+            )
+        except Exception as exc:
+            error = exc if isinstance(exc, ApiError) else api_error_from_exception(exc)
+            if not isinstance(exc, ApiError):
+                internal_error_report(exc)
+            with suppress(Exception):
+                await self.send_event(
+                    "tool:execution-error",
+                    {"callId": call_id, "name": name, "error": error.message, "code": error.code},
+                )
+            return
+        # The socket may have gone meanwhile; the run is recorded either way.
+        with suppress(Exception):
+            await self._tool_outcome(call_id, result)
+
+    async def _tool_outcome(self, call_id: str, result: dict) -> None:
         if result["status"] == "success":
             await self.send_event(
                 "tool:execution-complete",
@@ -329,6 +401,9 @@ class GeminiConsumer(AsyncWebsocketConsumer):
 
     async def session_agent_event(self, message: dict) -> None:
         """A turn's event, relayed to every socket of the session."""
+        if not await self._still_allowed(max_age=CREDENTIALS_RECHECK_SECONDS):
+            await self._refuse()
+            return
         event = message["event"]
         data = {**event["data"], "sessionId": message["sessionId"]}
         await self.send_event(GEMINI_EVENTS[event["type"]], data)
@@ -357,6 +432,15 @@ class GeminiConsumer(AsyncWebsocketConsumer):
 
     async def monitoring_event(self, message: dict) -> None:
         if self.monitoring_types is None:
+            return
+        if not await self._still_allowed():
+            await self._refuse()
+            return
+        if self.user.role != Role.ADMIN:
+            # Demoted while subscribed: the audit trail is for admins only.
+            self.monitoring_types = None
+            await self.channel_layer.group_discard(MONITORING, self.channel_name)
+            await self.send_error(Forbidden("Admins only"), event="monitoring:event")
             return
         event = message["event"]
         if event_matches(event, types=self.monitoring_types, user_id=None):

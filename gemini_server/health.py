@@ -41,7 +41,7 @@ def _database_answers() -> None:
 
 async def _channel_layer_answers() -> None:
     layer = get_channel_layer()
-    channel = await layer.new_channel("health.")
+    channel = await layer.new_channel()
     await layer.send(channel, {"type": "health.ping"})
     message = await layer.receive(channel)
     if message.get("type") != "health.ping":

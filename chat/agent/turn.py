@@ -238,7 +238,9 @@ class Turn:
         finish_reason = "STOP"
         layer, channel, background = get_channel_layer(), None, []
         try:
-            channel = await layer.new_channel("turn.")
+            # The default prefix: channels_redis receives for one prefix at a time per process, so
+            # a channel of its own would stall every socket's channel while this one waits.
+            channel = await layer.new_channel()
             await layer.group_add(turn_group(self.session.id), channel)
             background = [
                 asyncio.create_task(self._listen(layer, channel)),
