@@ -100,8 +100,12 @@ def user_delete(*, user: User, actor: User, ip=None) -> None:
     event_record(type="auth", action="user_delete", user=actor, data=target, ip=ip)
 
 
-def user_authenticate(*, email: str, password: str, ip=None) -> User:
-    """The user behind an email and password; the same failure for an unknown email and a wrong password."""
+def user_authenticate(*, email: str, password: str, ip=None, record_login: bool = True) -> User:
+    """The user behind an email and password; the same failure for an unknown email and a wrong password.
+
+    Failures are always recorded (brute force shows in the trail); a success is recorded as a
+    login only where tokens are issued, since API key creation records its own event.
+    """
     user = User.objects.filter(email__iexact=(email or "").strip()).first()
     if user is None:
         _UNKNOWN_USER_PASSWORD.check_password(password)
@@ -119,7 +123,8 @@ def user_authenticate(*, email: str, password: str, ip=None) -> User:
             secrets=(password,),
         )
         raise Unauthenticated("Invalid email or password")
-    event_record(type="auth", action="login", user=user, ip=ip)
+    if record_login:
+        event_record(type="auth", action="login", user=user, ip=ip)
     return user
 
 

@@ -29,9 +29,14 @@ from gemini_server.errors import NotFound, Unauthenticated, request_ip
 from gemini_server.validation import validated
 
 
-def _login_checked(request, data) -> User:
+def _login_checked(request, data, *, record_login: bool = True) -> User:
     login_rate_limit_check(ip=request_ip(request), email=data["email"])
-    return user_authenticate(email=data["email"], password=data["password"], ip=request_ip(request))
+    return user_authenticate(
+        email=data["email"],
+        password=data["password"],
+        ip=request_ip(request),
+        record_login=record_login,
+    )
 
 
 class PublicView(APIView):
@@ -81,7 +86,7 @@ class ApiKeyCreateView(PublicView):
     )
     def post(self, request):
         data = validated(s.ApiKeyCreateSerializer, request.data)
-        user = _login_checked(request, data)
+        user = _login_checked(request, data, record_login=False)
         key, raw = api_key_create(
             user=user,
             name=data["name"],

@@ -1,8 +1,10 @@
 """The Django admin as the monitoring console: the read-only trail, per-user activity, a live tail."""
 
+import uuid
 from datetime import timedelta
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import TextField
 from django.db.models.functions import Cast
 from django.template.response import TemplateResponse
@@ -28,18 +30,35 @@ class SessionFilter(admin.SimpleListFilter):
             .order_by("-seq")
             .values_list("session_id", flat=True)[:500]
         )
-        seen = list(dict.fromkeys(recent))[:15]
-        return [(str(session_id), str(session_id)[:8]) for session_id in seen]
+        seen = [str(session_id) for session_id in dict.fromkeys(recent)][:15]
+        # The session a link asked for stays a choice, so the filter applies even when that
+        # session has no events: Django drops a filter that offers no choices.
+        chosen = self._chosen()
+        if chosen and chosen not in seen:
+            seen.insert(0, chosen)
+        return [(session_id, session_id[:8]) for session_id in seen]
+
+    def _chosen(self) -> str | None:
+        value = self.value()
+        if not value:
+            return None
+        try:
+            return str(uuid.UUID(value))
+        except ValueError as exc:
+            # The admin's own answer to a bad lookup: back to the list with ?e=1.
+            raise IncorrectLookupParameters(exc) from exc
 
     def queryset(self, request, queryset):
-        return queryset.filter(session_id=self.value()) if self.value() else queryset
+        chosen = self._chosen()
+        return queryset.filter(session_id=chosen) if chosen else queryset
 
 
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
     list_display = ["created_at", "type", "action", "user_email", "session_link", "ip", "summary"]
     list_filter = ["type", ("user", admin.RelatedOnlyFieldListFilter), SessionFilter, "created_at"]
-    search_fields = ["action", "user_email"]
+    # A word inside the data finds the event too; the list filters still apply to a search.
+    search_fields = ["action", "user_email", "data_text"]
     date_hierarchy = "created_at"
     list_per_page = 100
     readonly_fields = [
@@ -65,14 +84,10 @@ class EventAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    def get_search_results(self, request, queryset, search_term):
-        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
-        if search_term:
-            in_data = self.model.objects.annotate(data_text=Cast("data", TextField())).filter(
-                data_text__icontains=search_term
-            )
-            queryset |= in_data
-        return queryset, may_have_duplicates
+    def get_queryset(self, request):
+        # `data_text` is searched (`search_fields`) but never selected: an alias costs nothing
+        # until a search uses it.
+        return super().get_queryset(request).alias(data_text=Cast("data", TextField()))
 
     @admin.display(description="Session")
     def session_link(self, event):

@@ -3,8 +3,12 @@
 import re
 
 REDACTED = "[redacted]"
+# "token" names a secret, but "promptTokens" / "candidatesTokenCount" / "tokenType" name counts and
+# kinds: masking those would blank the token usage the audit trail exists to show.
 _SECRET_KEY = re.compile(
-    r"(pass(word)?|secret|token|api[_-]?key|apikey|authorization|credential|cookie)", re.I
+    r"(pass(word)?|secret|token(?!s|_?count|_?type)|api[_-]?key|apikey|authorization|credential"
+    r"|cookie|private[_-]?key)",
+    re.I,
 )
 # Raw API keys and JWTs, wherever they turn up inside free text (a shell command, a prompt).
 _SECRET_VALUE = re.compile(

@@ -2,7 +2,9 @@
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
+from contextlib import suppress
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -11,7 +13,11 @@ from django.conf import settings
 from gemini_server.groups import MONITORING
 from monitoring.selectors import event_list, event_seq_of, event_to_dict
 
+logger = logging.getLogger(__name__)
+
 REPLAY_LIMIT = 1000
+# Live events held for a slow client; beyond it the layer's own capacity applies.
+INBOX_SIZE = 1000
 
 
 def event_matches(event: dict, *, types: list[str] | None, user_id: str | None) -> bool:
@@ -26,7 +32,17 @@ def _missed(after_seq: int, types, user_id) -> list[tuple[int, dict]]:
 
 
 def _frame(event: dict) -> bytes:
-    return f"id: {event['id']}\nevent: monitoring\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+    return f"id: {event['id']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+
+async def _receive_into(layer, channel: str, inbox: asyncio.Queue) -> None:
+    """Moves messages from the layer to `inbox`; a layer failure ends the stream (None)."""
+    try:
+        while True:
+            await inbox.put(await layer.receive(channel))
+    except Exception:
+        logger.exception("The monitoring stream lost its channel layer")
+        await inbox.put(None)
 
 
 async def monitoring_sse(
@@ -34,8 +50,13 @@ async def monitoring_sse(
 ) -> AsyncIterator[bytes]:
     """Subscribes before replaying, then skips live events already replayed: nothing is missed or sent twice."""
     layer = get_channel_layer()
-    channel = await layer.new_channel("monitor.")
+    channel = await layer.new_channel()
     await layer.group_add(MONITORING, channel)
+    # layer.receive() is never cancelled while the stream lives: a cancelled channels_redis
+    # receive() can drop a message (a third of them, with keep-alives close together). The
+    # keep-alive timeout waits on a local queue instead, which gives nothing up when cancelled.
+    inbox: asyncio.Queue = asyncio.Queue(maxsize=INBOX_SIZE)
+    receiver = asyncio.create_task(_receive_into(layer, channel, inbox))
     try:
         high_water = 0
         if last_event_id:
@@ -49,14 +70,20 @@ async def monitoring_sse(
         while True:
             try:
                 async with asyncio.timeout(settings.SSE_KEEPALIVE_SECONDS):
-                    message = await layer.receive(channel)
+                    message = await inbox.get()
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
+            if message is None:
+                return
             if message.get("type") != "monitoring.event" or message.get("seq", 0) <= high_water:
                 continue
             event = message["event"]
             if event_matches(event, types=types, user_id=user_id):
                 yield _frame(event)
     finally:
+        # Awaited, so the layer's own cleanup of the cancelled receive() runs before we go.
+        receiver.cancel()
+        with suppress(asyncio.CancelledError):
+            await receiver
         await layer.group_discard(MONITORING, channel)

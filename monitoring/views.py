@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import uuid
 
 from django.conf import settings
 from django.utils import timezone
@@ -15,6 +16,7 @@ from rest_framework.views import APIView
 from accounts.permissions import IsAdmin
 from chat.sse import sse_response
 from gemini_server.clock import iso_utc
+from gemini_server.errors import ValidationFailed
 from monitoring.models import EventType
 from monitoring.selectors import event_list, event_stats, event_to_dict, tokens_by_user
 from monitoring.stream import monitoring_sse
@@ -142,10 +144,22 @@ class EventStreamView(AdminView):
             monitoring_sse(
                 types=query.get("type"),
                 user_id=str(user_id) if user_id else None,
-                last_event_id=request.headers.get("Last-Event-ID")
-                or request.query_params.get("lastEventId"),
+                last_event_id=_last_event_id(request),
             )
         )
+
+
+def _last_event_id(request) -> str | None:
+    """Checked before the stream starts: once the 200 is out, a bad id could only cut it off."""
+    value = request.headers.get("Last-Event-ID") or request.query_params.get("lastEventId")
+    if not value:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError as exc:
+        raise ValidationFailed(
+            details={"Last-Event-ID": ["Must be the id of an event this stream sent (a UUID)."]}
+        ) from exc
 
 
 async def _disabled_stream():
