@@ -4,13 +4,14 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from contextlib import suppress
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from gemini_server.groups import MONITORING
+from gemini_server.layer import STOP as RECEIVER_STOP
+from gemini_server.layer import receiver_stop
 from monitoring.selectors import event_list, event_seq_of, event_to_dict
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,10 @@ async def _receive_into(layer, channel: str, inbox: asyncio.Queue) -> None:
     """Moves messages from the layer to `inbox`; a layer failure ends the stream (None)."""
     try:
         while True:
-            await inbox.put(await layer.receive(channel))
+            message = await layer.receive(channel)
+            if message.get("type") == RECEIVER_STOP:
+                return
+            await inbox.put(message)
     except Exception:
         logger.exception("The monitoring stream lost its channel layer")
         await inbox.put(None)
@@ -82,8 +86,5 @@ async def monitoring_sse(
             if event_matches(event, types=types, user_id=user_id):
                 yield _frame(event)
     finally:
-        # Awaited, so the layer's own cleanup of the cancelled receive() runs before we go.
-        receiver.cancel()
-        with suppress(asyncio.CancelledError):
-            await receiver
+        await receiver_stop(layer, channel, receiver)
         await layer.group_discard(MONITORING, channel)

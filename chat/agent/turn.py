@@ -34,6 +34,8 @@ from chat.agent.tools import (
 from chat.models import Message, MessageRole
 from chat.services import message_store, tool_always_allow, tool_call_record, turn_begin
 from gemini_server.groups import turn_group
+from gemini_server.layer import STOP as RECEIVER_STOP
+from gemini_server.layer import receiver_stop
 from monitoring.services import aevent_record
 from sessions_app.models import ApprovalMode, Session
 from sessions_app.services import turn_heartbeat, turn_release
@@ -263,8 +265,11 @@ class Turn:
                 )
             )
         finally:
-            for task in background:
+            listener, *others = background or [None]
+            for task in others:
                 task.cancel()
+            if listener is not None:
+                await receiver_stop(layer, channel, listener)
             if channel is not None:
                 with suppress(Exception):
                     await layer.group_discard(turn_group(self.session.id), channel)
@@ -535,6 +540,8 @@ class Turn:
     async def _listen(self, layer, channel: str) -> None:
         while True:
             message = await layer.receive(channel)
+            if message.get("type") == RECEIVER_STOP:
+                return
             if message.get("type") == "turn.cancel":
                 if message.get("reason") == "no_listeners" and not self.cancel_when_unwatched:
                     continue
