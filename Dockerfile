@@ -5,6 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PORT=3000 \
     WORKSPACES_ROOT=/app/workspaces \
+    HOST=0.0.0.0 \
     DJANGO_DEBUG=false
 
 RUN apt-get update \
@@ -29,4 +30,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 
 # Migrations run at start so a fresh database works; daphne then serves HTTP, SSE and WebSockets.
 # No --proxy-headers: the client IP comes from X-Forwarded-For only per TRUSTED_PROXY_COUNT.
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec daphne -b 0.0.0.0 -p ${PORT} gemini_server.asgi:application"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec scripts/run-daphne"]

@@ -129,7 +129,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def daphne_servers(transactional_db, settings, fake_gemini_server):
-    """Starts real daphne processes on the test database and Redis: `start(**env) -> base URL`.
+    """Starts real daphne processes on the test database and Redis: `start(*daphne_args, **env)`
+    returns the base URL.
 
     Several processes share state only through PostgreSQL and Redis, so these tests need both
     (CI sets DATABASE_URL and REDIS_URL); without them they are skipped with that reason.
@@ -137,6 +138,7 @@ def daphne_servers(transactional_db, settings, fake_gemini_server):
     import os
     import subprocess
     import sys
+    import tempfile
     import time
     import urllib.request
     from pathlib import Path
@@ -146,10 +148,12 @@ def daphne_servers(transactional_db, settings, fake_gemini_server):
         pytest.skip(
             "needs PostgreSQL and Redis shared by several processes (set DATABASE_URL and REDIS_URL)"
         )
-    processes = []
+    processes, logs = [], []
 
-    def start(**env) -> str:
+    def start(*daphne_args: str, **env) -> str:
         port = _free_port()
+        log = tempfile.TemporaryFile()  # noqa: SIM115 -- outlives this call; closed at teardown
+        logs.append(log)
         environment = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -159,30 +163,27 @@ def daphne_servers(transactional_db, settings, fake_gemini_server):
             "GEMINI_API_KEY": "test-key",
             "GEMINI_BASE_URL": fake_gemini_server.base_url,
             "GEMINI_RETRY_ATTEMPTS": "1",
+            # The production command line (scripts/run-daphne), run by this interpreter.
+            "PYTHON": sys.executable,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
             **{key: str(value) for key, value in env.items()},
         }
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "gemini_server.asgi:application",
-            ],
+            ["bash", "scripts/run-daphne", *daphne_args],
             cwd=Path(__file__).resolve().parent.parent,
             env=environment,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            # A file, not a pipe: a full pipe would block daphne in a long test.
+            stderr=log,
         )
         processes.append(process)
         base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"daphne exited: {process.stderr.read().decode()[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"daphne exited: {log.read().decode()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{base_url}/health", timeout=1) as answer:
                     if answer.status == 200:
@@ -199,3 +200,5 @@ def daphne_servers(transactional_db, settings, fake_gemini_server):
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+    for log in logs:
+        log.close()

@@ -2,13 +2,9 @@
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 import urllib.request
 from contextlib import suppress
-from pathlib import Path
 
 import pytest
 import websockets
@@ -18,15 +14,11 @@ from django.core.cache import cache
 from accounts.services import token_pair_issue
 from sessions_app.services import session_create
 from sessions_app.workspace import session_workspace
-from tests.conftest import _free_port, _subprocess_database_url
+from tests.chat.conftest import scripted
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TIMEOUT = 15
-
-
-def scripted(*steps, prompt: str = "Do the scripted thing") -> str:
-    return f"{prompt} [[fake:{json.dumps(list(steps))}]]"
 
 
 class LiveSocket:
@@ -174,70 +166,9 @@ async def test_monitoring_on_one_server_sees_events_produced_on_another(
 
 
 @pytest.fixture
-def daphne_pinging(transactional_db, settings, fake_gemini_server, tmp_path):
-    """One daphne that pings every second and drops a socket that leaves a ping unanswered for 1 s.
-
-    The shared `daphne_servers` fixture passes environment only; ping timing is on the command line.
-    """
-    database_url = _subprocess_database_url()
-    if not database_url or not settings.REDIS_URL:
-        pytest.skip(
-            "needs PostgreSQL and Redis shared by several processes (set DATABASE_URL and REDIS_URL)"
-        )
-    port = _free_port()
-    log_path = tmp_path / "daphne.log"
-    log = log_path.open("w")
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": settings.REDIS_URL,
-        "DJANGO_DEBUG": "true",
-        "WORKSPACES_ROOT": str(settings.WORKSPACES_ROOT),
-        "GEMINI_API_KEY": "test-key",
-        "GEMINI_BASE_URL": fake_gemini_server.base_url,
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "--ping-interval",
-            "1",
-            "--ping-timeout",
-            "1",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "gemini_server.asgi:application",
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"daphne exited: {log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base_url}/health", timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("daphne did not become healthy within 30 s") from None
-                time.sleep(0.2)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+def daphne_pinging(daphne_servers):
+    """One daphne that pings every second and drops a socket that leaves a ping unanswered for 1 s."""
+    return daphne_servers("--ping-interval", "1", "--ping-timeout", "1")
 
 
 async def test_a_client_that_stops_answering_pings_is_dropped_and_leaves_its_session(
@@ -265,3 +196,17 @@ async def test_a_client_that_stops_answering_pings_is_dropped_and_leaves_its_ses
 
 async def members_is(session, count: int) -> bool:
     return await members(session) == count
+
+
+async def test_a_frame_over_the_limit_gets_an_error_and_the_socket_stays_open(
+    daphne_servers, live_socket, user
+):
+    server = daphne_servers()
+    socket = await live_socket(server, await token_for(user))
+
+    await socket.send("ping", {"padding": "x" * (1024 * 1024 + 1000)})
+
+    error = await socket.expect("error")
+    assert error["code"] == "payload_too_large"
+    await socket.send("ping")
+    assert await socket.expect("pong") == {}
