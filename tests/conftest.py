@@ -85,6 +85,29 @@ def api_key(user):
     return api_key_create(user=user, name="test key")
 
 
+@pytest.fixture
+def make_session(user):
+    """`make_session(owner=None, **config)`: a session with its workspace, for `user` by default."""
+    from sessions_app.services import session_create
+
+    def make(owner=None, **config):
+        return session_create(user=owner or user, config=config or None)
+
+    return make
+
+
+@pytest.fixture
+def session(make_session):
+    return make_session()
+
+
+@pytest.fixture
+def workspace(session):
+    from sessions_app.workspace import session_workspace
+
+    return session_workspace(session)
+
+
 @pytest.fixture(scope="session")
 def fake_gemini_server():
     """The project's fake Gemini upstream on loopback, for the whole test run."""
