@@ -96,37 +96,22 @@ def message_store(
             Session.objects.filter(pk=session.id).update(last_activity_at=timezone.now())
     except IntegrityError:
         return None
-    if role == MessageRole.USER:
-        event_record(
-            type="chat",
-            action="user_message",
-            user=user,
-            session_id=session.id,
-            data={
-                "messageId": str(message.id),
-                "text": message.text[:EXCERPT_CHARS],
-                "length": len(message.text),
-            },
-            ip=ip,
-        )
-    elif role == MessageRole.MODEL:
-        calls = [part["functionCall"].get("name") for part in parts if "functionCall" in part]
-        event_record(
-            type="chat",
-            action="model_response",
-            user=user,
-            session_id=session.id,
-            data={
-                "messageId": str(message.id),
-                "text": message.text[:EXCERPT_CHARS],
-                "length": len(message.text),
-                "toolCalls": calls,
-                "usage": usage,
-                "finishReason": finish_reason,
-                "model": session.model_name,
-            },
-            ip=ip,
-        )
+    if role == MessageRole.TOOL:
+        return message  # tool calls have their own record (tool_call_record)
+    data = {
+        "messageId": str(message.id),
+        "text": message.text[:EXCERPT_CHARS],
+        "length": len(message.text),
+    }
+    if role == MessageRole.MODEL:
+        data |= {
+            "toolCalls": [p["functionCall"].get("name") for p in parts if "functionCall" in p],
+            "usage": usage,
+            "finishReason": finish_reason,
+            "model": session.model_name,
+        }
+    action = "user_message" if role == MessageRole.USER else "model_response"
+    event_record(type="chat", action=action, user=user, session_id=session.id, data=data, ip=ip)
     return message
 
 
