@@ -433,7 +433,8 @@ class Turn:
         problem = None
         if tool is not None:
             args = tool_args_normalize(tool, args)
-            problem = tool.validate(args, self.context)
+            # Validation resolves paths on disk: off the event loop, like the tools themselves.
+            problem = await asyncio.to_thread(tool.validate, args, self.context)
         if tool is not None and problem is None:
             session = await database_sync_to_async(Session.objects.get)(pk=self.session.id)
             if _needs_confirmation(
