@@ -24,9 +24,9 @@ from accounts.throttling import user_rate_limit_hit
 from chat.agent import events as ev
 from chat.agent.events import call_id_new
 from chat.agent.tools import tool_lookup
-from chat.agent.turn import turn_open
-from chat.services import tool_execute as tool_execute_service
-from chat.services import turn_cancel, turn_confirm
+from chat.tools_run import tool_execute as tool_execute_service
+from chat.turns.control import turn_cancel, turn_confirm
+from chat.turns.loop import turn_open
 from gemini_server.errors import (
     ApiError,
     BadRequest,

@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from chat.services import CONFIRM_OUTCOMES, MESSAGE_MAX_CHARS
+from chat.turns.control import CONFIRM_OUTCOMES, MESSAGE_MAX_CHARS
 
 
 class SessionRefSerializer(serializers.Serializer):

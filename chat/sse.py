@@ -1,19 +1,12 @@
 """Server-Sent Events: one of the two encoders of a turn's event stream."""
 
-import json
 from collections.abc import AsyncIterator
 
 from django.conf import settings
-from django.http import StreamingHttpResponse
 
 from chat.agent import events as ev
-from chat.agent.turn import Turn
-
-KEEP_ALIVE = b": keep-alive\n\n"
-
-
-def sse_frame(number: int, payload: dict) -> bytes:
-    return f"id: {number}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+from chat.turns.loop import Turn
+from gemini_server.sse import KEEP_ALIVE, sse_frame
 
 
 async def turn_sse(turn: Turn) -> AsyncIterator[bytes]:
@@ -38,10 +31,3 @@ async def turn_sse(turn: Turn) -> AsyncIterator[bytes]:
         if not finished:
             turn.cancel()
             await turn.wait()
-
-
-def sse_response(stream: AsyncIterator[bytes]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(stream, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response

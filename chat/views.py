@@ -10,18 +10,14 @@ from rest_framework.views import APIView
 from accounts.permissions import CanOperate
 from chat import serializers as s
 from chat.agent.tools import tool_catalog
-from chat.agent.turn import turn_open
 from chat.selectors import checkpoint_list, history_list
-from chat.services import (
-    checkpoint_load,
-    checkpoint_save,
-    history_clear,
-    tool_execute,
-    turn_cancel,
-    turn_confirm,
-)
-from chat.sse import sse_response, turn_sse
+from chat.services import checkpoint_load, checkpoint_save, history_clear
+from chat.sse import turn_sse
+from chat.tools_run import tool_execute
+from chat.turns.control import turn_cancel, turn_confirm
+from chat.turns.loop import turn_open
 from gemini_server.errors import ValidationFailed, request_ip
+from gemini_server.sse import sse_response
 from gemini_server.validation import validated
 from sessions_app.selectors import session_get
 

@@ -65,6 +65,8 @@ INSTALLED_APPS = [
     "sessions_app",
     "chat",
     "monitoring",
+    # The fake Gemini upstream (`manage.py fake_gemini`), for tests, demos and the benchmark.
+    "devtools",
 ]
 
 MIDDLEWARE = [

@@ -14,9 +14,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import IsAdmin
-from chat.sse import sse_response
 from gemini_server.clock import iso_utc
 from gemini_server.errors import ValidationFailed
+from gemini_server.sse import sse_response
 from monitoring.models import EventType
 from monitoring.selectors import event_list, event_stats, event_to_dict, tokens_by_user
 from monitoring.stream import monitoring_sse

@@ -1,10 +1,15 @@
 """A user's working session with the agent: its settings, lifetime, token use and running turn."""
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
+
+# A turn whose process stopped beating for this long is considered dead and can be replaced.
+TURN_STALE_AFTER = timedelta(seconds=90)
 
 
 class ApprovalMode(models.TextChoices):
@@ -43,6 +48,21 @@ class Session(models.Model):
 
     def __str__(self):
         return self.title or str(self.id)
+
+    def turn_is_live(self, now=None) -> bool:
+        """A turn holds the session: claimed and still beating (a dead process's claim does not count).
+
+        chat.turns.slot writes the claim; this is the question the session's own rules ask of it.
+        """
+        if self.turn_id is None:
+            return False
+        beat = self.turn_heartbeat_at
+        return beat is None or beat >= (now or timezone.now()) - TURN_STALE_AFTER
+
+    @staticmethod
+    def turn_free(now) -> Q:
+        """Sessions whose turn slot is free, or held by a claim that stopped beating."""
+        return Q(turn_id__isnull=True) | Q(turn_heartbeat_at__lt=now - TURN_STALE_AFTER)
 
     @property
     def is_expired(self) -> bool:

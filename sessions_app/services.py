@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from gemini_server.clock import iso_utc
@@ -25,9 +25,6 @@ from sessions_app.workspace import (
 )
 
 logger = logging.getLogger(__name__)
-
-# A turn whose process stopped beating for this long is considered dead and can be replaced.
-TURN_STALE_AFTER = timedelta(seconds=90)
 
 
 def _ttl() -> timedelta:
@@ -121,22 +118,13 @@ def _session_remove(session: Session) -> None:
     logger.info("Removed session %s", session_id)
 
 
-def turn_running(*, session: Session, now=None) -> bool:
-    """A turn holds the session: claimed and still beating (a dead process's claim does not count)."""
-    if session.turn_id is None:
-        return False
-    now = now or timezone.now()
-    beat = session.turn_heartbeat_at
-    return beat is None or beat >= now - TURN_STALE_AFTER
-
-
 def session_delete(*, session: Session, actor, ip=None, force: bool = False) -> None:
     """Deletes the session and its workspace; refused while a turn runs, unless `force` (admin console)."""
     with transaction.atomic():
         locked = Session.objects.select_for_update().filter(pk=session.pk).first()
         if locked is None:
             raise NotFound("Session not found", details={"sessionId": str(session.pk)})
-        if not force and turn_running(session=locked):
+        if not force and locked.turn_is_live():
             raise Conflict(
                 "A turn is running in this session; cancel it first",
                 details={"sessionId": str(session.pk)},
@@ -157,9 +145,7 @@ def sessions_expire(*, now=None) -> int:
     """Deletes every expired session without a live turn, with its workspace; records each."""
     now = now or timezone.now()
     expired = Session.objects.filter(expires_at__lte=now).select_related("user")
-    expired = expired.filter(
-        Q(turn_id__isnull=True) | Q(turn_heartbeat_at__lt=now - TURN_STALE_AFTER)
-    )
+    expired = expired.filter(Session.turn_free(now))
     count = 0
     for candidate in expired:
         with transaction.atomic():
@@ -170,7 +156,7 @@ def sessions_expire(*, now=None) -> int:
                 .select_related("user")
                 .first()
             )
-            if session is None or turn_running(session=session, now=now):
+            if session is None or session.turn_is_live(now):
                 continue
             event_record(
                 type="session",
@@ -182,33 +168,6 @@ def sessions_expire(*, now=None) -> int:
             _session_remove(session)
         count += 1
     return count
-
-
-def turn_claim(*, session: Session) -> uuid.UUID:
-    """Claims the session's one turn slot, on any process, or raises Conflict (409)."""
-    now = timezone.now()
-    turn_id = uuid.uuid4()
-    claimed = (
-        Session.objects.filter(pk=session.pk)
-        .filter(Q(turn_id__isnull=True) | Q(turn_heartbeat_at__lt=now - TURN_STALE_AFTER))
-        .update(turn_id=turn_id, turn_heartbeat_at=now)
-    )
-    if not claimed:
-        raise Conflict(
-            "A turn is already running in this session", details={"sessionId": str(session.id)}
-        )
-    session.turn_id, session.turn_heartbeat_at = turn_id, now
-    return turn_id
-
-
-def turn_heartbeat(*, session_id, turn_id) -> None:
-    Session.objects.filter(pk=session_id, turn_id=turn_id).update(turn_heartbeat_at=timezone.now())
-
-
-def turn_release(*, session_id, turn_id) -> None:
-    Session.objects.filter(pk=session_id, turn_id=turn_id).update(
-        turn_id=None, turn_heartbeat_at=None
-    )
 
 
 # Workspace files, as the REST endpoints expose them.

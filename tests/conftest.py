@@ -111,7 +111,7 @@ def workspace(session):
 @pytest.fixture(scope="session")
 def fake_gemini_server():
     """The project's fake Gemini upstream on loopback, for the whole test run."""
-    from chat.agent.fake_upstream import FakeGemini
+    from devtools.fake_gemini import FakeGemini
 
     fake = FakeGemini(host="127.0.0.1", port=0)
     fake.start()

@@ -7,7 +7,7 @@ from asgiref.sync import sync_to_async
 
 from accounts.services import token_pair_issue
 from chat.models import Checkpoint, Message
-from chat.services import message_store
+from chat.turns.store import message_store
 from sessions_app.models import Session
 from sessions_app.services import session_create
 from sessions_app.workspace import session_workspace

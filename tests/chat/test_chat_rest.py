@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from chat.models import Checkpoint, Message, MessageRole
-from chat.services import message_store
+from chat.turns.store import message_store
 from monitoring.models import Event
 from sessions_app.models import Session
 from tests.asgi_http import asgi_request

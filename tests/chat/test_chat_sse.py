@@ -117,7 +117,7 @@ async def _chat_answering_confirmation(session, token, message, outcome):
 
 
 def _pending_call_id(session):
-    from chat.services import pending_call
+    from chat.turns.control import pending_call
 
     last = Message.objects.filter(session_id=session.id, role="model").order_by("-seq").first()
     if last is None or Session.objects.get(pk=session.id).turn_id is None:

@@ -11,7 +11,7 @@ import pytest
 from google import genai
 from google.genai import errors, types
 
-from chat.agent.fake_upstream import FakeGemini, serve, thought_signature_for
+from devtools.fake_gemini import FakeGemini, serve, thought_signature_for
 
 MODEL = "gemini-2.5-flash"
 

@@ -37,7 +37,7 @@ class Story:
 
 def _pending_call_id(session_id) -> str | None:
     """The id of the tool call the session's running turn waits on, if any."""
-    from chat.services import pending_call
+    from chat.turns.control import pending_call
 
     session = Session.objects.filter(pk=session_id).first()
     if session is None or session.turn_id is None:

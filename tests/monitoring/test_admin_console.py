@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils.html import escape
 
 from chat.models import Message
-from chat.services import message_store
+from chat.turns.store import message_store
 from monitoring.models import Event
 from monitoring.services import event_record
 from sessions_app.services import session_create

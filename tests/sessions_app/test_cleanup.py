@@ -8,7 +8,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from chat.models import Checkpoint, Message
-from chat.services import message_store
+from chat.turns.store import message_store
 from monitoring.models import Event
 from sessions_app.models import Session
 from sessions_app.workspace import session_workspace

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from accounts.services import token_pair_issue
 from chat.models import Message, MessageRole
-from chat.services import message_store
+from chat.turns.store import message_store
 from monitoring.models import Event
 from sessions_app.models import Session
 from sessions_app.workspace import session_workspace

@@ -4,7 +4,7 @@ import asyncio
 
 from django.core.management.base import BaseCommand
 
-from chat.agent.fake_upstream import DEFAULT_HOST, DEFAULT_PORT, serve
+from devtools.fake_gemini import DEFAULT_HOST, DEFAULT_PORT, serve
 
 
 class Command(BaseCommand):

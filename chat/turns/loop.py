@@ -32,13 +32,15 @@ from chat.agent.tools import (
     tool_run,
 )
 from chat.models import Message, MessageRole
-from chat.services import message_store, tool_always_allow, tool_call_record, turn_begin
+from chat.tools_run import tool_call_record
+from chat.turns.control import tool_always_allow, turn_begin
+from chat.turns.slot import turn_heartbeat, turn_release
+from chat.turns.store import message_store
 from gemini_server.groups import turn_group
 from gemini_server.layer import STOP as RECEIVER_STOP
 from gemini_server.layer import receiver_stop
 from monitoring.services import aevent_record
 from sessions_app.models import ApprovalMode, Session
-from sessions_app.services import turn_heartbeat, turn_release
 from sessions_app.workspace import session_workspace
 
 logger = logging.getLogger(__name__)

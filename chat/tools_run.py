@@ -1,0 +1,84 @@
+"""The one way to run a tool for a user directly (REST `POST /tools/execute`, `tool:execute`)."""
+
+import time
+
+from chat.agent.events import call_id_new
+from chat.agent.tools import ToolContext, tool_lookup, tool_run
+from gemini_server.errors import Gone, NotFound
+from monitoring.services import aevent_record
+from sessions_app.models import Session
+from sessions_app.workspace import session_workspace
+
+TOOL_EXCERPT_CHARS = 1000
+
+
+async def tool_execute(
+    *, session: Session, user, name: str, args: dict, ip=None, call_id: str | None = None
+) -> dict:
+    """A tool run by a user directly (REST or `tool:execute`): their request is the approval."""
+    if session.is_expired:
+        raise Gone("This session has expired", details={"sessionId": str(session.id)})
+    tool = tool_lookup(name)
+    if tool is None:
+        raise NotFound(f'Tool "{name}" not found', details={"name": name})
+    call_id = call_id or call_id_new(tool.name)
+    context = ToolContext(workspace=session_workspace(session), session_id=str(session.id))
+    started = time.monotonic()
+    result = await tool_run(name, args, context)
+    duration = int((time.monotonic() - started) * 1000)
+    status = "success" if result.ok else "error"
+    text = result.output if result.ok else (result.error or "")
+    await tool_call_record(
+        session=session,
+        user=user,
+        call_id=call_id,
+        name=tool.name,
+        args=args,
+        status=status,
+        duration_ms=duration,
+        text=text,
+        confirmation={"outcome": "direct", "userId": str(user.pk)},
+        source="user",
+        ip=ip,
+    )
+    return {
+        "callId": call_id,
+        "name": tool.name,
+        "status": status,
+        "result": text,
+        "durationMs": duration,
+    }
+
+
+async def tool_call_record(
+    *,
+    session: Session,
+    user,
+    call_id: str,
+    name: str,
+    args: dict,
+    status: str,
+    duration_ms: int,
+    text: str,
+    confirmation: dict,
+    source: str,
+    ip=None,
+) -> None:
+    """The audit record of one tool call, whether the model or a user asked for it."""
+    await aevent_record(
+        type="tool",
+        action="call",
+        user=user,
+        session_id=session.id,
+        data={
+            "callId": call_id,
+            "name": name,
+            "args": args,
+            "status": status,
+            "durationMs": duration_ms,
+            "resultExcerpt": text[:TOOL_EXCERPT_CHARS],
+            "confirmation": confirmation,
+            "source": source,
+        },
+        ip=ip,
+    )

@@ -1,0 +1,129 @@
+"""Turn control: begin a turn, and confirm or cancel it from any process."""
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from accounts.models import Role
+from chat.models import Message, MessageRole
+from chat.turns.slot import turn_claim, turn_release
+from chat.turns.store import message_store
+from gemini_server.errors import Conflict, Forbidden, Gone, NotFound, ValidationFailed
+from gemini_server.groups import turn_group
+from sessions_app.models import Session
+from sessions_app.services import session_touch
+
+MESSAGE_MAX_CHARS = 200_000
+CONFIRM_OUTCOMES = ("proceed_once", "proceed_always", "cancel")
+
+
+def message_validate(text) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationFailed(details={"message": ["A non-empty message is required."]})
+    if len(text) > MESSAGE_MAX_CHARS:
+        raise ValidationFailed(
+            details={"message": [f"Messages are limited to {MESSAGE_MAX_CHARS} characters."]}
+        )
+    return text
+
+
+def turn_begin(*, session: Session, user, text: str, ip=None):
+    """Claims the session's turn and stores the user's message before the model is called.
+
+    Raises Gone for an expired session and Conflict while another turn runs; on any failure
+    after the claim, the claim is released so the session is not left locked.
+    """
+    if user.role == Role.VIEWER:
+        raise Forbidden("Your role may not chat")
+    text = message_validate(text)
+    if session.is_expired:
+        raise Gone("This session has expired", details={"sessionId": str(session.id)})
+    turn_id = turn_claim(session=session)
+    try:
+        message = message_store(
+            session=session, user=user, role=MessageRole.USER, parts=[{"text": text}], ip=ip
+        )
+        session_touch(session=session)
+    except Exception:
+        turn_release(session_id=session.id, turn_id=turn_id)
+        raise
+    return turn_id, message
+
+
+def tool_always_allow(*, session: Session, tool_name: str) -> None:
+    """`proceed_always`: this tool stops asking for the rest of the session."""
+    with transaction.atomic():
+        locked = Session.objects.select_for_update().filter(pk=session.id).first()
+        if locked is not None and tool_name not in locked.always_allowed_tools:
+            locked.always_allowed_tools = [*locked.always_allowed_tools, tool_name]
+            locked.save(update_fields=["always_allowed_tools"])
+
+
+def pending_call(*, session: Session, call_id: str) -> dict | None:
+    """The function call `call_id` of the session's latest model answer, if it has no response yet."""
+    last_model = (
+        Message.objects.filter(session_id=session.id, role=MessageRole.MODEL)
+        .order_by("-seq")
+        .first()
+    )
+    if last_model is None:
+        return None
+    call = next(
+        (
+            part["functionCall"]
+            for part in last_model.parts
+            if part.get("functionCall", {}).get("id") == call_id
+        ),
+        None,
+    )
+    if call is None:
+        return None
+    responses = Message.objects.filter(
+        session_id=session.id, role=MessageRole.TOOL, seq__gt=last_model.seq
+    ).values_list("parts", flat=True)
+    answered = {
+        part["functionResponse"].get("id")
+        for parts in responses
+        for part in parts
+        if "functionResponse" in part
+    }
+    return None if call_id in answered else call
+
+
+def _turn_send(session: Session, message: dict) -> None:
+    async_to_sync(get_channel_layer().group_send)(turn_group(session.id), message)
+
+
+def turn_confirm(*, session: Session, call_id: str, outcome: str, actor) -> None:
+    """Delivers a confirmation to the session's waiting turn, on whichever process runs it."""
+    if outcome not in CONFIRM_OUTCOMES:
+        raise ValidationFailed(
+            details={"outcome": [f"Must be one of {', '.join(CONFIRM_OUTCOMES)}."]}
+        )
+    if not session.turn_is_live():
+        raise Conflict("No turn is running in this session")
+    if pending_call(session=session, call_id=call_id) is None:
+        raise NotFound("No tool call with that id is waiting", details={"callId": call_id})
+    _turn_send(
+        session,
+        {
+            "type": "turn.confirm",
+            "callId": call_id,
+            "outcome": outcome,
+            "userId": str(actor.pk),
+            "userEmail": actor.email,
+        },
+    )
+
+
+def turn_cancel(*, session: Session, actor) -> None:
+    """Stops the session's running turn, on whichever process runs it.
+
+    A claim left by a process that died (no heartbeat) is released here, freeing the session.
+    """
+    if session.turn_id is None:
+        raise Conflict("No turn is running in this session")
+    if not session.turn_is_live():
+        turn_release(session_id=session.id, turn_id=session.turn_id)
+        return
+    _turn_send(session, {"type": "turn.cancel", "userId": str(actor.pk)})

@@ -1,0 +1,68 @@
+"""Storing a turn's steps: each written once it is whole, with its audit record."""
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from chat.agent.history import parts_text
+from chat.models import Message, MessageRole
+from monitoring.services import event_record
+from sessions_app.models import Session
+from sessions_app.services import session_usage_add
+
+EXCERPT_CHARS = 2000
+
+
+def message_store(
+    *,
+    session: Session,
+    user,
+    role: str,
+    parts: list[dict],
+    usage: dict | None = None,
+    finish_reason: str = "",
+    ip=None,
+) -> Message | None:
+    """One step of a turn, written once it is whole; recorded in the audit trail.
+
+    Returns None if the session was deleted meanwhile (nothing to attach the step to).
+    """
+    usage = usage or {}
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                session_id=session.id,
+                role=role,
+                parts=parts,
+                text=parts_text(parts),
+                prompt_tokens=usage.get("promptTokens"),
+                completion_tokens=usage.get("completionTokens"),
+                total_tokens=usage.get("totalTokens"),
+                finish_reason=finish_reason,
+            )
+            if usage:
+                session_usage_add(
+                    session_id=session.id,
+                    prompt=usage.get("promptTokens") or 0,
+                    completion=usage.get("completionTokens") or 0,
+                    total=usage.get("totalTokens") or 0,
+                )
+            Session.objects.filter(pk=session.id).update(last_activity_at=timezone.now())
+    except IntegrityError:
+        return None
+    if role == MessageRole.TOOL:
+        return message  # tool calls have their own record (tool_call_record)
+    data = {
+        "messageId": str(message.id),
+        "text": message.text[:EXCERPT_CHARS],
+        "length": len(message.text),
+    }
+    if role == MessageRole.MODEL:
+        data |= {
+            "toolCalls": [p["functionCall"].get("name") for p in parts if "functionCall" in p],
+            "usage": usage,
+            "finishReason": finish_reason,
+            "model": session.model_name,
+        }
+    action = "user_message" if role == MessageRole.USER else "model_response"
+    event_record(type="chat", action=action, user=user, session_id=session.id, data=data, ip=ip)
+    return message
