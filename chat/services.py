@@ -1,6 +1,7 @@
 """Writes on a session's conversation: each step of a turn, clear, checkpoints, and turn control."""
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from chat.agent.history import parts_text
@@ -18,7 +19,9 @@ CONFIRM_OUTCOMES = ("proceed_once", "proceed_always", "cancel")
 def history_clear(*, session: Session, actor, ip=None) -> int:
     if session.turn_is_live():
         raise Conflict("A turn is running in this session; cancel it first")
-    count, _ = Message.objects.filter(session_id=session.id).delete()
+    with transaction.atomic():
+        count, _ = Message.objects.filter(session_id=session.id).delete()
+        Session.objects.filter(pk=session.id).update(history_epoch=F("history_epoch") + 1)
     # The audit trail keeps its record of what was said; only the conversation is emptied.
     event_record(
         type="chat",
@@ -76,6 +79,7 @@ def checkpoint_load(*, session: Session, tag: str, actor, ip=None) -> int:
         raise NotFound("No checkpoint with that tag", details={"tag": tag})
     with transaction.atomic():
         Message.objects.filter(session_id=session.id).delete()
+        Session.objects.filter(pk=session.id).update(history_epoch=F("history_epoch") + 1)
         Message.objects.bulk_create(
             Message(
                 session_id=session.id,

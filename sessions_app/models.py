@@ -38,6 +38,9 @@ class Session(models.Model):
     # a turn that stops beating (its process died) can be taken over.
     turn_id = models.UUIDField(null=True, blank=True)
     turn_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Moves on whenever stored history is rewritten (clear, checkpoint load), so a process that
+    # keeps a session's conversation in memory knows when to read it again.
+    history_epoch = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-last_activity_at"]

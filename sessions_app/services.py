@@ -8,7 +8,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from gemini_server.clock import iso_utc
@@ -27,7 +26,8 @@ from sessions_app.workspace import (
 logger = logging.getLogger(__name__)
 
 
-def _ttl() -> timedelta:
+def session_ttl() -> timedelta:
+    """How long a session lives after its last activity."""
     return timedelta(hours=settings.SESSION_TTL_HOURS)
 
 
@@ -45,7 +45,7 @@ def session_create(*, user, config: dict | None = None, ip=None) -> Session:
             config=config,
             created_at=now,
             last_activity_at=now,
-            expires_at=now + _ttl(),
+            expires_at=now + session_ttl(),
         )
         # Inside the transaction: if the directory cannot be made, the row is rolled back.
         workspace_create(session)
@@ -98,16 +98,10 @@ def session_extend(*, session: Session, actor, hours: float, ip=None) -> Session
 def session_touch(*, session: Session) -> None:
     """Activity keeps a session alive for another SESSION_TTL_HOURS."""
     now = timezone.now()
-    Session.objects.filter(pk=session.pk).update(last_activity_at=now, expires_at=now + _ttl())
-    session.last_activity_at, session.expires_at = now, now + _ttl()
-
-
-def session_usage_add(*, session_id, prompt: int, completion: int, total: int) -> None:
-    Session.objects.filter(pk=session_id).update(
-        prompt_tokens=F("prompt_tokens") + prompt,
-        completion_tokens=F("completion_tokens") + completion,
-        total_tokens=F("total_tokens") + total,
+    Session.objects.filter(pk=session.pk).update(
+        last_activity_at=now, expires_at=now + session_ttl()
     )
+    session.last_activity_at, session.expires_at = now, now + session_ttl()
 
 
 def _session_remove(session: Session) -> None:

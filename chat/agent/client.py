@@ -1,63 +1,125 @@
-"""The process's one long-lived async Gemini client, built from settings."""
+"""The process's Gemini streaming client: the turn's request body sent as is, chunks read as they come.
 
-import threading
+google-genai rebuilds and re-validates the whole request (system prompt, tool declarations, the
+entire history) through pydantic on every call, which made a turn's cost grow with its history.
+The turn builds its body itself and keeps it between model calls; this thin client of Gemini's
+REST API only posts it and reads the stream. What it parses it hands over as google-genai's own
+types (`GenerateContentResponse`, `APIError`), so the rest of the agent speaks the SDK's language.
+"""
 
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
 from django.conf import settings
-from google import genai
+from google.genai import errors as genai_errors
 from google.genai import types
 
-# Transient statuses worth another try; 429 is not here because Google's delay goes to the user.
-RETRY_STATUSES = [500, 502, 503, 504]
+logger = logging.getLogger(__name__)
 
-_lock = threading.Lock()
-_client: genai.Client | None = None
-_client_config: tuple | None = None
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+# Transient statuses worth another try before any chunk arrived; 429 carries Google's own delay.
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+RETRY_INITIAL_DELAY = 1.0
+RETRY_MAX_DELAY = 10.0
+USER_AGENT = "gemini-server google-genai-types"
+
+# One connection pool per event loop (tests run several loops; a server runs one).
+_sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
 
 class GeminiNotConfigured(RuntimeError):
     """No GEMINI_API_KEY: the agent cannot reach a model."""
 
 
-def _config() -> tuple:
-    return (
-        settings.GEMINI_API_KEY,
-        settings.GEMINI_BASE_URL or None,
-        settings.GEMINI_API_VERSION,
-        settings.GEMINI_TIMEOUT_SECONDS,
-        settings.GEMINI_RETRY_ATTEMPTS,
-    )
+def thinking_supported(model: str) -> bool:
+    """Models that can stream their thoughts (gemini-cli asks for them on these)."""
+    return model.startswith(("gemini-2.5", "gemini-3"))
 
 
-def gemini_client() -> genai.Client:
-    """The shared client; rebuilt only when its settings change (tests point it elsewhere)."""
-    global _client, _client_config
-    config = _config()
-    api_key, base_url, api_version, timeout, attempts = config
+def _http() -> aiohttp.ClientSession:
+    loop = asyncio.get_running_loop()
+    session = _sessions.get(loop)
+    if session is None or session.closed:
+        for other in [known for known in _sessions if known.is_closed()]:
+            _sessions.pop(other, None)
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(
+                total=settings.GEMINI_TIMEOUT_SECONDS, sock_connect=30, sock_read=None
+            ),
+            headers={"User-Agent": USER_AGENT},
+        )
+        _sessions[loop] = session
+    return session
+
+
+def stream_url(model: str) -> str:
+    base = (settings.GEMINI_BASE_URL or DEFAULT_BASE_URL).rstrip("/")
+    return f"{base}/{settings.GEMINI_API_VERSION}/models/{model}:streamGenerateContent?alt=sse"
+
+
+def _api_error(status: int, payload) -> genai_errors.APIError:
+    if not isinstance(payload, dict) or "error" not in payload:
+        payload = {"error": {"code": status, "message": str(payload)[:1000], "status": ""}}
+    kind = genai_errors.ServerError if status >= 500 else genai_errors.ClientError
+    return kind(status, payload)
+
+
+async def _error_of(response: aiohttp.ClientResponse) -> genai_errors.APIError:
+    text = await response.text(errors="replace")
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = text
+    return _api_error(response.status, payload)
+
+
+async def generate_stream(model: str, body: bytes) -> AsyncIterator[types.GenerateContentResponse]:
+    """POSTs `body` (a GenerateContentRequest as JSON) and yields each streamed chunk.
+
+    Transient failures (5xx, a refused connection) are retried before the first chunk, with
+    backoff; after it, a failure is the caller's to report. Closing the iterator closes the
+    connection, which is how Google learns to stop generating.
+    """
+    api_key = settings.GEMINI_API_KEY
     if not api_key:
         raise GeminiNotConfigured(
             "The server has no GEMINI_API_KEY configured; an administrator must set it."
         )
-    with _lock:
-        if _client is None or _client_config != config:
-            _client = genai.Client(
-                api_key=api_key,
-                http_options=types.HttpOptions(
-                    base_url=base_url,
-                    # Set explicitly: google-genai's default changed in 3.0.
-                    api_version=api_version,
-                    timeout=int(timeout * 1000),
-                    retry_options=types.HttpRetryOptions(
-                        attempts=max(1, attempts),
-                        initial_delay=1.0,
-                        max_delay=10.0,
-                        http_status_codes=RETRY_STATUSES,
-                    ),
-                ),
-            )
-            _client_config = config
-        return _client
-
-
-def thinking_supported(model: str) -> bool:
-    """Models that can stream their thoughts (gemini-cli asks for them on these)."""
-    return model.startswith(("gemini-2.5", "gemini-3"))
+    headers = {"Content-Type": "application/json", "x-goog-api-key": api_key}
+    url = stream_url(model)
+    attempts = max(1, settings.GEMINI_RETRY_ATTEMPTS)
+    delay = RETRY_INITIAL_DELAY
+    for attempt in range(1, attempts + 1):
+        try:
+            response = await _http().post(url, data=body, headers=headers)
+        except aiohttp.ClientConnectionError:
+            if attempt == attempts:
+                raise
+        else:
+            if response.status == 200:
+                break
+            error = await _error_of(response)
+            response.release()
+            if response.status not in RETRY_STATUSES or attempt == attempts:
+                raise error
+        logger.info("Gemini call failed (attempt %s of %s); retrying", attempt, attempts)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RETRY_MAX_DELAY)
+    try:
+        async for line in response.content:
+            if not line.startswith(b"data:"):
+                continue
+            raw = line[5:].strip()
+            if not raw:
+                continue
+            if b"".join(raw[:64].split()).startswith(b'{"error"'):
+                payload = json.loads(raw)
+                raise _api_error(payload["error"].get("code") or 500, payload)
+            # JSON mode: the SDK's bytes fields (thoughtSignature) are read as base64 there.
+            yield types.GenerateContentResponse.model_validate_json(raw)
+    finally:
+        response.close()

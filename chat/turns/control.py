@@ -7,11 +7,9 @@ from django.db import transaction
 from accounts.models import Role
 from chat.models import Message, MessageRole
 from chat.turns.slot import turn_claim, turn_release
-from chat.turns.store import message_store
 from gemini_server.errors import Conflict, Forbidden, Gone, NotFound, ValidationFailed
 from gemini_server.groups import turn_group
 from sessions_app.models import Session
-from sessions_app.services import session_touch
 
 MESSAGE_MAX_CHARS = 200_000
 CONFIRM_OUTCOMES = ("proceed_once", "proceed_always", "cancel")
@@ -27,27 +25,19 @@ def message_validate(text) -> str:
     return text
 
 
-def turn_begin(*, session: Session, user, text: str, ip=None):
-    """Claims the session's turn and stores the user's message before the model is called.
+def turn_begin(*, session: Session, user, text: str) -> tuple:
+    """Checks the message and claims the session's turn; the turn stores the message itself.
 
-    Raises Gone for an expired session and Conflict while another turn runs; on any failure
-    after the claim, the claim is released so the session is not left locked.
+    Raises Gone for an expired session and Conflict while another turn runs. The user's
+    message is stored by the turn while its model call is already under way, and the claim
+    is released by the turn whatever happens, so the session is never left locked.
     """
     if user.role == Role.VIEWER:
         raise Forbidden("Your role may not chat")
     text = message_validate(text)
     if session.is_expired:
         raise Gone("This session has expired", details={"sessionId": str(session.id)})
-    turn_id = turn_claim(session=session)
-    try:
-        message = message_store(
-            session=session, user=user, role=MessageRole.USER, parts=[{"text": text}], ip=ip
-        )
-        session_touch(session=session)
-    except Exception:
-        turn_release(session_id=session.id, turn_id=turn_id)
-        raise
-    return turn_id, message
+    return turn_claim(session=session), text
 
 
 def tool_always_allow(*, session: Session, tool_name: str) -> None:

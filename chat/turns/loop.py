@@ -16,12 +16,11 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from google.genai import errors as genai_errors
-from google.genai import types
 
 from chat.agent import events as ev
-from chat.agent.client import GeminiNotConfigured, gemini_client, thinking_supported
+from chat.agent.client import GeminiNotConfigured, generate_stream, thinking_supported
 from chat.agent.events import AgentEvent
-from chat.agent.history import history_contents, parts_merge
+from chat.agent.history import parts_merge
 from chat.agent.tools import (
     ToolContext,
     ToolKind,
@@ -31,9 +30,10 @@ from chat.agent.tools import (
     tool_lookup,
     tool_run,
 )
-from chat.models import Message, MessageRole
+from chat.models import MessageRole
 from chat.tools_run import tool_call_record
 from chat.turns.control import tool_always_allow, turn_begin
+from chat.turns.conversation import Conversation, history_steps
 from chat.turns.slot import turn_heartbeat, turn_release
 from chat.turns.store import message_store
 from gemini_server.groups import turn_group
@@ -158,7 +158,7 @@ class Turn:
         session: Session,
         user,
         turn_id,
-        user_message: Message,
+        text: str,
         ip=None,
         cancel_when_unwatched: bool = True,
     ):
@@ -168,7 +168,8 @@ class Turn:
         self.cancel_when_unwatched = cancel_when_unwatched
         self.user = user
         self.turn_id = turn_id
-        self.user_message = user_message
+        self.text = text
+        self.conversation: Conversation | None = None
         self.ip = ip
         self.context = ToolContext(workspace=session_workspace(session), session_id=str(session.id))
         self._queue: asyncio.Queue[AgentEvent] | None = None
@@ -177,7 +178,7 @@ class Turn:
         self._cancelled = False
         self._confirmations: dict[str, asyncio.Future] = {}
         self._usage = {"promptTokens": 0, "completionTokens": 0, "totalTokens": 0}
-        self._last_message_id = str(user_message.id)
+        self._last_message_id = ""
 
     # Control, from transports.
 
@@ -250,6 +251,7 @@ class Turn:
                 asyncio.create_task(self._listen(layer, channel)),
                 asyncio.create_task(self._heartbeat()),
             ]
+            await self._open_conversation()
             finish_reason = await self._loop()
         except TurnInterrupted:
             finish_reason = "CANCELLED"
@@ -303,11 +305,7 @@ class Turn:
         calls_made = 0
         previous_call, repeats = None, 0
         while True:
-            messages = await database_sync_to_async(
-                lambda: list(Message.objects.filter(session_id=self.session.id).order_by("seq"))
-            )()
-            contents = history_contents(messages)
-            parts, finish = await self._model_turn(contents)
+            parts, finish = await self._model_turn()
             calls = [part["functionCall"] for part in parts if "functionCall" in part]
             if not calls:
                 return finish
@@ -336,13 +334,40 @@ class Turn:
                     await self._answer_unrun(calls[index:], CANCELLED_TEXT)
                     raise
 
-    async def _model_turn(self, contents: list[dict]) -> tuple[list[dict], str]:
+    async def _open_conversation(self) -> None:
+        """History (what this process has not seen yet) plus the user's message, in memory.
+
+        The history is read before the message is stored, so it is not read back twice.
+        """
+        session = self.session
+        steps = await database_sync_to_async(history_steps)(
+            session_id=session.id, epoch=session.history_epoch
+        )
+        system_instruction = await asyncio.to_thread(_system_instruction, session)
+        generation = {}
+        if session.config.get("temperature") is not None:
+            generation["temperature"] = session.config["temperature"]
+        if thinking_supported(session.model_name):
+            generation["thinkingConfig"] = {"includeThoughts": True}
+        self.conversation = Conversation(
+            steps,
+            system_instruction=system_instruction,
+            declarations=tool_declarations(),
+            generation_config=generation,
+        )
+        parts = [{"text": self.text}]
+        self.conversation.append(MessageRole.USER, parts)
+        message = await database_sync_to_async(self._store)(role=MessageRole.USER, parts=parts)
+        if message is not None:
+            self._last_message_id = str(message.id)
+
+    async def _model_turn(self) -> tuple[list[dict], str]:
         """Streams one model answer; stores it when the stream ends or is cut off."""
         collected: list[dict] = []
         state = {"usage": None, "finish": "STOP"}
         failure = None
         try:
-            await self._interruptible(self._stream(contents, collected, state))
+            await self._interruptible(self._stream(collected, state))
         except TurnInterrupted:
             state["finish"] = "CANCELLED"
             failure = TurnInterrupted()
@@ -351,6 +376,7 @@ class Turn:
             failure = upstream_failure(exc)
         parts = parts_merge(collected)
         if parts:
+            self.conversation.append(MessageRole.MODEL, parts)
             usage = state["usage"] or {}
             for key in self._usage:
                 self._usage[key] += usage.get(key, 0)
@@ -369,24 +395,11 @@ class Turn:
             raise failure
         return parts, state["finish"]
 
-    async def _stream(self, contents: list[dict], collected: list[dict], state: dict) -> None:
-        session = self.session
-        config = types.GenerateContentConfig(
-            system_instruction=await asyncio.to_thread(_system_instruction, session),
-            temperature=session.config.get("temperature"),
-            tools=[types.Tool(function_declarations=tool_declarations())],
-            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
-            thinking_config=types.ThinkingConfig(include_thoughts=True)
-            if thinking_supported(session.model_name)
-            else None,
-        )
-        request = [types.Content.model_validate_json(json.dumps(content)) for content in contents]
+    async def _stream(self, collected: list[dict], state: dict) -> None:
         idle = settings.GEMINI_STREAM_IDLE_SECONDS
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(idle) as deadline:
-            stream = await gemini_client().aio.models.generate_content_stream(
-                model=session.model_name, contents=request, config=config
-            )
+            stream = generate_stream(self.session.model_name, self.conversation.body())
             try:
                 async for chunk in stream:
                     deadline.reschedule(loop.time() + idle)
@@ -482,6 +495,7 @@ class Turn:
                 "response": result.function_response(),
             }
         }
+        self.conversation.append(MessageRole.TOOL, [response])
         message = await database_sync_to_async(self._store)(role=MessageRole.TOOL, parts=[response])
         if message is not None:
             self._last_message_id = str(message.id)
@@ -524,6 +538,8 @@ class Turn:
                     "durationMs": 0,
                 },
             )
+        if self.conversation is not None:
+            self.conversation.append(MessageRole.TOOL, parts)
         await asyncio.shield(
             database_sync_to_async(self._store)(role=MessageRole.TOOL, parts=parts)
         )
@@ -572,13 +588,13 @@ def _task_cancelling() -> bool:
 def turn_open(
     *, session: Session, user, text: str, ip=None, cancel_when_unwatched: bool = True
 ) -> Turn:
-    """Claims the session and stores the user's message; the returned turn starts when read."""
-    turn_id, message = turn_begin(session=session, user=user, text=text, ip=ip)
+    """Claims the session; the returned turn starts when read and stores the message itself."""
+    turn_id, text = turn_begin(session=session, user=user, text=text)
     return Turn(
         session=session,
         user=user,
         turn_id=turn_id,
-        user_message=message,
+        text=text,
         ip=ip,
         cancel_when_unwatched=cancel_when_unwatched,
     )

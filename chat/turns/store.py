@@ -1,13 +1,14 @@
 """Storing a turn's steps: each written once it is whole, with its audit record."""
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from chat.agent.history import parts_text
 from chat.models import Message, MessageRole
 from monitoring.services import event_record
 from sessions_app.models import Session
-from sessions_app.services import session_usage_add
+from sessions_app.services import session_ttl
 
 EXCERPT_CHARS = 2000
 
@@ -27,6 +28,7 @@ def message_store(
     Returns None if the session was deleted meanwhile (nothing to attach the step to).
     """
     usage = usage or {}
+    now = timezone.now()
     try:
         with transaction.atomic():
             message = Message.objects.create(
@@ -39,14 +41,14 @@ def message_store(
                 total_tokens=usage.get("totalTokens"),
                 finish_reason=finish_reason,
             )
-            if usage:
-                session_usage_add(
-                    session_id=session.id,
-                    prompt=usage.get("promptTokens") or 0,
-                    completion=usage.get("completionTokens") or 0,
-                    total=usage.get("totalTokens") or 0,
-                )
-            Session.objects.filter(pk=session.id).update(last_activity_at=timezone.now())
+            # One UPDATE of the session per step: activity keeps it alive, usage adds up.
+            Session.objects.filter(pk=session.id).update(
+                last_activity_at=now,
+                expires_at=now + session_ttl(),
+                prompt_tokens=F("prompt_tokens") + (usage.get("promptTokens") or 0),
+                completion_tokens=F("completion_tokens") + (usage.get("completionTokens") or 0),
+                total_tokens=F("total_tokens") + (usage.get("totalTokens") or 0),
+            )
     except IntegrityError:
         return None
     if role == MessageRole.TOOL:
