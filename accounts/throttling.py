@@ -1,20 +1,75 @@
-"""Rate limits on django-ratelimit's counters, kept in the shared cache (Redis when REDIS_URL is set)."""
+"""Rate limits: fixed-window counters in the shared cache (Redis when REDIS_URL is set).
+
+With Redis a hit is one round trip (SET NX EX and INCR pipelined). If Redis cannot be reached,
+counting goes on per process, with a logged warning, rather than failing the request.
+"""
+
+import logging
+import threading
+import time
 
 from django.conf import settings
+from django.core.cache import cache
 from django_ratelimit.core import get_usage
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework.throttling import BaseThrottle
 
 from gemini_server.errors import RateLimited, request_ip
 
+logger = logging.getLogger(__name__)
+
+_local_counts: dict[str, int] = {}
+_local_lock = threading.Lock()
+_warned_at = 0.0
+
+
+def _count_locally(window_key: str, window_start: int) -> int:
+    """Per-process counting while Redis is away; old windows are dropped as new ones begin."""
+    global _warned_at
+    now = time.monotonic()
+    if now - _warned_at > 60:
+        _warned_at = now
+        logger.warning("Redis is unreachable: rate limits are counted per process for now")
+    with _local_lock:
+        for stale in [key for key in _local_counts if not key.endswith(f":{window_start}")]:
+            del _local_counts[stale]
+        _local_counts[window_key] = _local_counts.get(window_key, 0) + 1
+        return _local_counts[window_key]
+
+
+def _count_in_redis(window_key: str, window: int) -> int:
+    key = cache.make_key(window_key)
+    client = cache._cache.get_client(key, write=True)
+    pipe = client.pipeline(transaction=False)
+    pipe.set(key, 0, ex=window + 1, nx=True)
+    pipe.incr(key)
+    return pipe.execute()[1]
+
 
 def rate_limit_hit(*, group: str, key: str, limit: int, window: int) -> float | None:
     """Counts one hit on `key`; the seconds to wait when over `limit` per `window`, else None."""
-    usage = get_usage(
-        None, group=group, key=lambda _group, _request: key, rate=(limit, window), increment=True
-    )
-    if usage is None or not usage["should_limit"]:
+    if not settings.REDIS_URL:
+        usage = get_usage(
+            None,
+            group=group,
+            key=lambda _group, _request: key,
+            rate=(limit, window),
+            increment=True,
+        )
+        if usage is None or not usage["should_limit"]:
+            return None
+        return max(1, usage["time_left"])
+    now = int(time.time())
+    window_start = now - now % window
+    window_key = f"rl:{group}:{key}:{window}:{window_start}"
+    try:
+        count = _count_in_redis(window_key, window)
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        count = _count_locally(window_key, window_start)
+    if count <= limit:
         return None
-    return max(1, usage["time_left"])
+    return max(1, window_start + window - now)
 
 
 def user_rate_limit_hit(*, user=None, ip: str | None = None) -> float | None:
