@@ -56,3 +56,41 @@ class Checkpoint(models.Model):
 
     def __str__(self):
         return self.tag
+
+
+class TurnDecision(models.Model):
+    """A confirmation or a cancel sent to a running turn, kept so no channel-layer loss can drop it.
+
+    It is also announced through the channel layer, which is how it usually arrives; the turn
+    reads these rows every couple of seconds, so a message lost with Redis costs only that.
+    """
+
+    class Kind(models.TextChoices):
+        CONFIRM = "confirm"
+        CANCEL = "cancel"
+
+    turn_id = models.UUIDField(db_index=True)
+    session = models.ForeignKey(
+        "sessions_app.Session", on_delete=models.CASCADE, related_name="turn_decisions"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    call_id = models.CharField(max_length=200, blank=True, default="")
+    outcome = models.CharField(max_length=32, blank=True, default="")
+    user_id = models.UUIDField(null=True, blank=True)
+    user_email = models.CharField(max_length=254, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"{self.kind} {self.call_id} {self.outcome}".strip()
+
+    def as_message(self) -> dict:
+        """The channel-layer message this decision is announced as."""
+        if self.kind == self.Kind.CANCEL:
+            return {"type": "turn.cancel", "userId": str(self.user_id or "")}
+        return {
+            "type": "turn.confirm",
+            "callId": self.call_id,
+            "outcome": self.outcome,
+            "userId": str(self.user_id or ""),
+            "userEmail": self.user_email,
+        }

@@ -1,15 +1,19 @@
 """Turn control: begin a turn, and confirm or cancel it from any process."""
 
+import logging
+
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
 from accounts.models import Role
-from chat.models import Message, MessageRole
+from chat.models import Message, MessageRole, TurnDecision
 from chat.turns.slot import turn_claim, turn_release
 from gemini_server.errors import Conflict, Forbidden, Gone, NotFound, ValidationFailed
 from gemini_server.groups import turn_group
 from sessions_app.models import Session
+
+logger = logging.getLogger(__name__)
 
 MESSAGE_MAX_CHARS = 200_000
 CONFIRM_OUTCOMES = ("proceed_once", "proceed_always", "cancel")
@@ -80,8 +84,27 @@ def pending_call(*, session: Session, call_id: str) -> dict | None:
     return None if call_id in answered else call
 
 
-def _turn_send(session: Session, message: dict) -> None:
-    async_to_sync(get_channel_layer().group_send)(turn_group(session.id), message)
+def _decision_send(*, session: Session, kind: str, actor, call_id: str = "", outcome: str = ""):
+    """Stores the decision, then announces it; the turn reads the row if the message is lost."""
+    decision = TurnDecision.objects.create(
+        turn_id=session.turn_id,
+        session_id=session.id,
+        kind=kind,
+        call_id=call_id,
+        outcome=outcome,
+        user_id=actor.pk,
+        user_email=actor.email,
+    )
+    try:
+        async_to_sync(get_channel_layer().group_send)(turn_group(session.id), decision.as_message())
+    except Exception:
+        logger.warning(
+            "The channel layer did not take a %s for session %s; the turn will read it from "
+            "the database",
+            kind,
+            session.id,
+            exc_info=True,
+        )
 
 
 def turn_confirm(*, session: Session, call_id: str, outcome: str, actor) -> None:
@@ -94,15 +117,12 @@ def turn_confirm(*, session: Session, call_id: str, outcome: str, actor) -> None
         raise Conflict("No turn is running in this session")
     if pending_call(session=session, call_id=call_id) is None:
         raise NotFound("No tool call with that id is waiting", details={"callId": call_id})
-    _turn_send(
-        session,
-        {
-            "type": "turn.confirm",
-            "callId": call_id,
-            "outcome": outcome,
-            "userId": str(actor.pk),
-            "userEmail": actor.email,
-        },
+    _decision_send(
+        session=session,
+        kind=TurnDecision.Kind.CONFIRM,
+        actor=actor,
+        call_id=call_id,
+        outcome=outcome,
     )
 
 
@@ -116,4 +136,4 @@ def turn_cancel(*, session: Session, actor) -> None:
     if not session.turn_is_live():
         turn_release(session_id=session.id, turn_id=session.turn_id)
         return
-    _turn_send(session, {"type": "turn.cancel", "userId": str(actor.pk)})
+    _decision_send(session=session, kind=TurnDecision.Kind.CANCEL, actor=actor)

@@ -34,7 +34,7 @@ from chat.models import MessageRole
 from chat.tools_run import tool_call_record
 from chat.turns.control import tool_always_allow, turn_begin
 from chat.turns.conversation import Conversation, history_steps
-from chat.turns.slot import turn_heartbeat, turn_release
+from chat.turns.slot import turn_decisions_since, turn_heartbeat, turn_release
 from chat.turns.store import message_store
 from gemini_server.groups import turn_group
 from gemini_server.layer import STOP as RECEIVER_STOP
@@ -57,6 +57,8 @@ CANCELLED_TEXT = "[Operation Cancelled] Reason: User cancelled the operation."
 CUT_OFF_TEXT = "The model's answer was cut off before this call could run."
 DENIED_TEXT = "[Operation Cancelled] Reason: User did not allow tool call"
 HEARTBEAT_SECONDS = 30
+# How late a confirmation or cancel may arrive when its channel-layer message was lost.
+DECISION_POLL_SECONDS = 2
 CONFIRMATION_TIMEOUT_SECONDS = 600
 
 
@@ -245,12 +247,15 @@ class Turn:
         try:
             # The default prefix: channels_redis receives for one prefix at a time per process, so
             # a channel of its own would stall every socket's channel while this one waits.
-            channel = await layer.new_channel()
-            await layer.group_add(turn_group(self.session.id), channel)
-            background = [
-                asyncio.create_task(self._listen(layer, channel)),
-                asyncio.create_task(self._heartbeat()),
-            ]
+            background = [asyncio.create_task(self._watch())]
+            try:
+                channel = await layer.new_channel()
+                await layer.group_add(turn_group(self.session.id), channel)
+                background.insert(0, asyncio.create_task(self._listen(layer, channel)))
+            except Exception:
+                # Without the channel layer (Redis away) decisions still come, from the database.
+                logger.warning("Turn in session %s runs without the channel layer", self.session.id)
+                channel = None
             await self._open_conversation()
             finish_reason = await self._loop()
         except TurnInterrupted:
@@ -269,9 +274,10 @@ class Turn:
                 )
             )
         finally:
-            listener, *others = background or [None]
-            for task in others:
-                task.cancel()
+            listener = background[0] if channel is not None and background else None
+            for task in background:
+                if task is not listener:
+                    task.cancel()
             if listener is not None:
                 await receiver_stop(layer, channel, listener)
             if channel is not None:
@@ -556,27 +562,47 @@ class Turn:
         except TimeoutError:
             return {"outcome": "cancel", "userId": None, "reason": "timeout"}
 
+    def _decide(self, message: dict) -> None:
+        """A cancel or a confirmation, however it arrived (channel layer or database)."""
+        if message.get("type") == "turn.cancel":
+            if message.get("reason") == "no_listeners" and not self.cancel_when_unwatched:
+                return
+            self.cancel()
+        elif message.get("type") == "turn.confirm":
+            future = self._confirmation_future(message.get("callId", ""))
+            if not future.done():
+                future.set_result(message)
+
     async def _listen(self, layer, channel: str) -> None:
         while True:
-            message = await layer.receive(channel)
+            try:
+                message = await layer.receive(channel)
+            except Exception:
+                # Redis went away; the database watch carries the decisions meanwhile.
+                logger.warning("The turn in session %s lost its channel layer", self.session.id)
+                return
             if message.get("type") == RECEIVER_STOP:
                 return
-            if message.get("type") == "turn.cancel":
-                if message.get("reason") == "no_listeners" and not self.cancel_when_unwatched:
-                    continue
-                self.cancel()
-            elif message.get("type") == "turn.confirm":
-                future = self._confirmation_future(message.get("callId", ""))
-                if not future.done():
-                    future.set_result(message)
+            self._decide(message)
 
-    async def _heartbeat(self) -> None:
+    async def _watch(self) -> None:
+        """Decisions stored in the database, read every couple of seconds; and the heartbeat."""
+        seen, since_beat = 0, 0.0
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(DECISION_POLL_SECONDS)
+            since_beat += DECISION_POLL_SECONDS
             with suppress(Exception):
-                await database_sync_to_async(turn_heartbeat)(
-                    session_id=self.session.id, turn_id=self.turn_id
-                )
+                for decision in await database_sync_to_async(turn_decisions_since)(
+                    turn_id=self.turn_id, after=seen
+                ):
+                    seen = decision.pk
+                    self._decide(decision.as_message())
+            if since_beat >= HEARTBEAT_SECONDS:
+                since_beat = 0.0
+                with suppress(Exception):
+                    await database_sync_to_async(turn_heartbeat)(
+                        session_id=self.session.id, turn_id=self.turn_id
+                    )
 
 
 def _task_cancelling() -> bool:

@@ -8,6 +8,7 @@ import uuid
 
 from django.utils import timezone
 
+from chat.models import TurnDecision
 from gemini_server.errors import Conflict
 from sessions_app.models import Session
 
@@ -37,3 +38,10 @@ def turn_release(*, session_id, turn_id) -> None:
     Session.objects.filter(pk=session_id, turn_id=turn_id).update(
         turn_id=None, turn_heartbeat_at=None
     )
+    # Its decisions served their purpose; the audit trail keeps who decided what.
+    TurnDecision.objects.filter(turn_id=turn_id).delete()
+
+
+def turn_decisions_since(*, turn_id, after: int) -> list:
+    """Decisions sent to the turn after the one numbered `after`, oldest first."""
+    return list(TurnDecision.objects.filter(turn_id=turn_id, pk__gt=after).order_by("pk"))
