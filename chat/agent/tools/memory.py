@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 from .base import ToolContext, ToolKind, ToolResult, tool_error
-from .files import (
+from .fs import (
     FileTool,
     ToolFailure,
     decode_for_edit,
