@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from sessions_app.workspace import PathRefused
 
 from .base import (
     ToolContext,
@@ -12,6 +13,7 @@ from .base import (
 )
 from .fs import (
     FileTool,
+    Target,
     ToolFailure,
     check_path,
     decode_for_edit,
@@ -21,19 +23,16 @@ from .fs import (
     plural,
     read_limited,
     size_limit_failure,
+    target_of,
     unified_diff,
+    workspace_of,
     write_bytes,
-)
-from .paths import (
-    PathRefused,
-    WorkspacePath,
-    resolve,
 )
 
 
 @dataclass
 class EditPlan:
-    target: WorkspacePath
+    target: Target
     current: str  # "" for a new file; line endings normalised to \n
     new_content: str
     occurrences: int
@@ -165,18 +164,19 @@ class ReplaceTool(FileTool):
 
     def plan(self, args: dict, ctx: ToolContext) -> EditPlan:
         """gemini-cli's calculateEdit, with exact matching only; raises ToolFailure."""
-        target = resolve(ctx, args["file_path"])
+        target = target_of(args["file_path"])
+        ws = workspace_of(ctx)
         old = args["old_string"].replace("\r\n", "\n")
         new = args["new_string"].replace("\r\n", "\n")
         shown = target.virtual
-        if not os.path.lexists(target.host):
+        if not ws.exists(target.relative):
             if old == "":
                 return EditPlan(target, "", new, 1, True, False)
             raise ToolFailure(
                 f"File not found: {shown}",
                 "File not found. Cannot apply edit. Use an empty old_string to create a new file.",
             )
-        raw = decode_for_edit(read_limited(target.host, shown))
+        raw = decode_for_edit(read_limited(ws, target.relative, shown))
         crlf = "\r\n" in raw
         current = raw.replace("\r\n", "\n")
         if old == "":
@@ -228,7 +228,9 @@ class ReplaceTool(FileTool):
     def work(self, args: dict, ctx: ToolContext) -> ToolResult:
         plan = self.plan(args, ctx)
         content = plan.new_content.replace("\n", "\r\n") if plan.crlf else plan.new_content
-        write_bytes(plan.target.host, encode_for_edit(content), plan.target.virtual)
+        write_bytes(
+            workspace_of(ctx), plan.target.relative, encode_for_edit(content), plan.target.virtual
+        )
         if plan.is_new:
             return ToolResult(
                 output=f"Created new file: {plan.target.virtual} with provided content.",

@@ -8,27 +8,29 @@ import difflib
 import errno
 import mimetypes
 import os
+import posixpath
 import re
 import stat
 from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from django.conf import settings
 
+from sessions_app.workspace import (
+    PathRefused,
+    Workspace,
+    WorkspaceQuotaExceeded,
+    relative_path,
+    virtual_of,
+    virtual_path,
+)
+
 from .base import (
-    WORKSPACE_ROOT,
     Tool,
     ToolContext,
     ToolResult,
     tool_error,
-)
-from .paths import (
-    PathRefused,
-    host_is_contained,
-    resolve,
-    virtual_path,
 )
 
 DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
@@ -92,25 +94,48 @@ def size_limit_failure(virtual: str, size: int, what: str = "File size") -> Tool
     )
 
 
-def os_failure(action: str, virtual: str, exc: OSError) -> ToolFailure:
-    # str(OSError) embeds the host path, so only the reason and the errno name are used.
+@dataclass(frozen=True)
+class Target:
+    """A path as the model wrote it, normalised: what it is shown as, and where it is."""
+
+    virtual: str  # /workspace or /workspace/...
+    relative: str  # "" for the workspace root, else "a/b.txt"
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.relative)
+
+
+def target_of(raw: str) -> Target:
+    """Lexical only (raises PathRefused for a path that leaves /workspace on its face)."""
+    relative = relative_path(raw)
+    return Target(virtual_of(relative), relative)
+
+
+def workspace_of(ctx: ToolContext) -> Workspace:
+    return Workspace(ctx.workspace)
+
+
+def os_error_text(exc: OSError) -> str:
+    # str(OSError) may embed a file name, so only the reason and the errno name are used.
     code = errno.errorcode.get(exc.errno, "") if exc.errno else ""
     suffix = f" ({code})" if code else ""
-    return ToolFailure(f"Error {action} {virtual}: {exc.strerror or 'I/O error'}{suffix}")
+    return f"{exc.strerror or 'I/O error'}{suffix}"
 
 
-def read_limited(host: Path, virtual: str) -> bytes:
+def os_failure(action: str, virtual: str, exc: OSError) -> ToolFailure:
+    return ToolFailure(f"Error {action} {virtual}: {os_error_text(exc)}")
+
+
+def read_limited(ws: Workspace, path: str, virtual: str) -> bytes:
     """Read a regular file, refusing directories, special files and files over the size limit."""
     limit = max_file_bytes()
     try:
-        # O_NOFOLLOW: the host path was resolved already, so a symlink here appeared since.
-        # O_NONBLOCK: a FIFO planted in the workspace must not hang the server.
-        fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd, info = ws.open_file(path)
     except FileNotFoundError:
         raise ToolFailure(f"File not found: {virtual}", "File not found.") from None
     except OSError as exc:
         raise os_failure("reading file", virtual, exc) from None
-    info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
         os.close(fd)
         if stat.S_ISDIR(info.st_mode):
@@ -125,22 +150,16 @@ def read_limited(host: Path, virtual: str) -> bytes:
     return data
 
 
-def write_bytes(host: Path, data: bytes, virtual: str) -> None:
+def write_bytes(ws: Workspace, path: str, data: bytes, virtual: str) -> None:
+    """Replace the file's content (through a temporary file), within the workspace's quota."""
     try:
-        host.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(
-            host,
-            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-            0o644,
-        )
+        ws.write_bytes(path, data)
     except IsADirectoryError:
         raise ToolFailure(f"Target is a directory, not a file: {virtual} (EISDIR)") from None
+    except WorkspaceQuotaExceeded as exc:
+        raise ToolFailure(str(exc), "Workspace quota exceeded.") from None
     except OSError as exc:
         raise os_failure("writing to file", virtual, exc) from None
-    with os.fdopen(fd, "wb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise ToolFailure(f"Cannot write {virtual}: it is not a regular file.")
-        handle.write(data)
 
 
 def bom_encoding(data: bytes) -> tuple[str, int] | None:
@@ -354,32 +373,34 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]{}])", r"[\1]", text)
 
 
-def walk_files(
-    ctx: ToolContext, start: str, excluded_dirs: frozenset[str] = WALK_EXCLUDED_DIRS
-) -> Iterator[tuple[str, str]]:
-    """Yield (host path, path relative to start) for regular files under start, sorted.
+@dataclass(frozen=True)
+class WalkedFile:
+    path: str  # relative to the directory walked
+    relative: str  # relative to the workspace root
+    stat: os.stat_result  # the file's, or for a link its target's
 
-    Directory symlinks are never entered (one to "/" would walk the host) and file symlinks
-    are kept only when their target stays inside the workspace.
+    @property
+    def virtual(self) -> str:
+        return virtual_of(self.relative)
+
+
+def walk_files(
+    ws: Workspace, start: str, excluded_dirs: frozenset[str] = WALK_EXCLUDED_DIRS
+) -> Iterator[WalkedFile]:
+    """The regular files under start, sorted, walked by directory fds.
+
+    Directory symlinks are never entered (one to "/" would walk the host, even when swapped in
+    mid-walk) and file symlinks are kept only when their target is a file inside the workspace.
     """
-    for dirpath, dirnames, filenames in os.walk(start, followlinks=False):
-        dirnames[:] = sorted(
-            name
-            for name in dirnames
-            if name not in excluded_dirs and not os.path.islink(os.path.join(dirpath, name))
-        )
-        for name in sorted(filenames):
-            full = os.path.join(dirpath, name)
+    for entry in ws.walk(start, excluded_dirs=excluded_dirs):
+        info = entry.lstat
+        if stat.S_ISLNK(info.st_mode):
             try:
-                info = os.lstat(full)
-            except OSError:
+                info = ws.stat(entry.relative)
+            except (OSError, PathRefused):
                 continue
-            if stat.S_ISLNK(info.st_mode):
-                if not host_is_contained(ctx, full) or not os.path.isfile(full):
-                    continue
-            elif not stat.S_ISREG(info.st_mode):
-                continue
-            yield full, os.path.relpath(full, start)
+        if stat.S_ISREG(info.st_mode):
+            yield WalkedFile(entry.path, entry.relative, info)
 
 
 def _lines_keepends(text: str) -> list[str]:
@@ -436,7 +457,7 @@ def diff_context_snippet(old: str, new: str, context_lines: int = 5) -> str:
 
 def pattern_relative(pattern: str) -> str:
     """A glob given relative to the workspace or under /workspace, as a workspace-relative glob."""
-    return virtual_path(pattern)[len(WORKSPACE_ROOT) :].lstrip("/")
+    return relative_path(pattern)
 
 
 def optional_int(value: float | None) -> int | None:
@@ -460,6 +481,9 @@ class FileTool(Tool):
             return tool_error(failure.message, failure.display)
         except PathRefused as refused:
             return tool_error(str(refused), "Path not in workspace.")
+        except OSError as exc:
+            # What no tool expects (EACCES, EIO, ...): the model still gets the reason.
+            return tool_error(f"Error executing tool {self.name}: {os_error_text(exc)}")
 
     @abstractmethod
     def work(self, args: dict, ctx: ToolContext) -> ToolResult:
@@ -467,8 +491,9 @@ class FileTool(Tool):
 
 
 def check_path(ctx: ToolContext, raw: str) -> str | None:
+    """The refusal for a path that leads out of the workspace (links followed), else None."""
     try:
-        resolve(ctx, raw)
+        workspace_of(ctx).check(raw)
     except PathRefused as refused:
         return str(refused)
     return None
@@ -476,12 +501,13 @@ def check_path(ctx: ToolContext, raw: str) -> str | None:
 
 def search_dir_problem(ctx: ToolContext, raw: str, missing: str, not_dir: str) -> str | None:
     try:
-        target = resolve(ctx, raw)
+        target = target_of(raw)
+        info = workspace_of(ctx).stat(raw)
     except PathRefused as refused:
         return str(refused)
-    if not target.host.exists():
+    except OSError:
         return missing.format(path=target.virtual)
-    if not target.host.is_dir():
+    if not stat.S_ISDIR(info.st_mode):
         return not_dir.format(path=target.virtual)
     return None
 

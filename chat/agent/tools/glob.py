@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import os
+import posixpath
 import time
+
+from sessions_app.workspace import PathRefused, Workspace
 
 from .base import (
     ToolContext,
@@ -16,14 +18,17 @@ from .fs import (
     glob_regex,
     pattern_relative,
     search_dir_problem,
+    target_of,
     walk_files,
+    workspace_of,
 )
-from .paths import (
-    PathRefused,
-    resolve,
-    virtual_of_host,
-    workspace_root,
-)
+
+
+def _lexists(ws: Workspace, relative: str) -> bool:
+    try:
+        return ws.lexists(relative)
+    except PathRefused:
+        return False
 
 
 class GlobTool(FileTool):
@@ -85,25 +90,22 @@ class GlobTool(FileTool):
 
     def work(self, args: dict, ctx: ToolContext) -> ToolResult:
         pattern = args["pattern"]
-        search = resolve(ctx, args.get("dir_path") or ".")
-        root = workspace_root(ctx)
+        ws = workspace_of(ctx)
+        search = target_of(args.get("dir_path") or ".")
         # An absolute pattern is matched against workspace-relative paths, a relative one
         # against paths relative to the search directory.
         from_root = pattern.startswith("/")
         glob_text = pattern_relative(pattern) if from_root else pattern
-        base = root if from_root else str(search.host)
-        if os.path.lexists(os.path.join(base, glob_text)):
+        base = "" if from_root else search.relative
+        if _lexists(ws, posixpath.join(base, glob_text)):
             glob_text = glob_escape(glob_text)
         matcher = glob_regex(glob_text, bool(args.get("case_sensitive")))
 
         found: list[tuple[str, float]] = []
-        for host, relative in walk_files(ctx, str(search.host)):
-            candidate = os.path.relpath(host, root) if from_root else relative
+        for walked in walk_files(ws, search.relative):
+            candidate = walked.relative if from_root else walked.path
             if matcher.fullmatch(candidate):
-                try:
-                    found.append((host, os.stat(host).st_mtime))
-                except OSError:
-                    continue
+                found.append((walked.virtual, walked.stat.st_mtime))
         if not found:
             return ToolResult(
                 output=f'No files found matching pattern "{pattern}" within {search.virtual}',
@@ -114,7 +116,7 @@ class GlobTool(FileTool):
         recent_after = time.time() - 24 * 60 * 60
         recent = sorted((f for f in found if f[1] > recent_after), key=lambda f: -f[1])
         older = sorted((f for f in found if f[1] <= recent_after), key=lambda f: f[0])
-        listing = "\n".join(virtual_of_host(ctx, host) for host, _ in recent + older)
+        listing = "\n".join(virtual for virtual, _ in recent + older)
         return ToolResult(
             output=(
                 f'Found {len(found)} file(s) matching "{pattern}" within {search.virtual}, '

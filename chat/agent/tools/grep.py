@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+
+from sessions_app.workspace import PathRefused, Workspace
 
 from .base import (
     ToolContext,
@@ -22,10 +23,9 @@ from .fs import (
     optional_int,
     read_limited,
     search_dir_problem,
+    target_of,
     walk_files,
-)
-from .paths import (
-    resolve,
+    workspace_of,
 )
 
 DEFAULT_TOTAL_MAX_MATCHES = 100
@@ -34,7 +34,7 @@ DEFAULT_TOTAL_MAX_MATCHES = 100
 @dataclass
 class GrepMatch:
     file: str
-    host: str
+    relative: str  # the file's path from the workspace root
     line_number: int
     line: str
     is_context: bool = False
@@ -139,7 +139,7 @@ class GrepSearchTool(FileTool):
             text += f" within {args['dir_path']}"
         return text
 
-    def _search(self, args: dict, ctx: ToolContext, start: str, limit: int) -> list[GrepMatch]:
+    def _search(self, args: dict, ws: Workspace, start: str, limit: int) -> list[GrepMatch]:
         regex = re.compile(args["pattern"], re.IGNORECASE)
         exclude = (
             re.compile(args["exclude_pattern"], re.IGNORECASE)
@@ -151,17 +151,18 @@ class GrepSearchTool(FileTool):
         per_file = optional_int(args.get("max_matches_per_file"))
         size_limit = max_file_bytes()
         matches: list[GrepMatch] = []
-        for host, relative in walk_files(ctx, start):
+        for walked in walk_files(ws, start):
+            relative = walked.path
             if include_rx and not (
                 include_rx.fullmatch(relative)
                 or ("/" not in include and include_rx.fullmatch(os.path.basename(relative)))
             ):
                 continue
+            if walked.stat.st_size > size_limit:
+                continue
             try:
-                if os.stat(host).st_size > size_limit:
-                    continue
-                data = read_limited(Path(host), relative)
-            except (OSError, ToolFailure):
+                data = read_limited(ws, walked.relative, relative)
+            except (ToolFailure, PathRefused):
                 continue
             if looks_binary(data):
                 continue
@@ -169,7 +170,7 @@ class GrepSearchTool(FileTool):
             for number, line in enumerate(re.split(r"\r?\n", decode_text(data)), start=1):
                 if not regex.search(line) or (exclude and exclude.search(line)):
                     continue
-                matches.append(GrepMatch(relative, host, number, line))
+                matches.append(GrepMatch(relative, walked.relative, number, line))
                 in_file += 1
                 if len(matches) >= limit:
                     return matches
@@ -178,7 +179,7 @@ class GrepSearchTool(FileTool):
         return matches
 
     @staticmethod
-    def _with_context(matches: list[GrepMatch]) -> dict[str, list[GrepMatch]]:
+    def _with_context(ws: Workspace, matches: list[GrepMatch]) -> dict[str, list[GrepMatch]]:
         """gemini-cli's auto context: with 1-3 matches, show lines around them (50 or 15)."""
         by_file: dict[str, list[GrepMatch]] = {}
         for match in matches:
@@ -188,8 +189,8 @@ class GrepSearchTool(FileTool):
         around = 50 if len(matches) == 1 else 15
         for file, file_matches in by_file.items():
             try:
-                data = read_limited(Path(file_matches[0].host), file)
-            except ToolFailure:
+                data = read_limited(ws, file_matches[0].relative, file)
+            except (ToolFailure, PathRefused):
                 continue
             lines = re.split(r"\r?\n", decode_text(data))
             hits = {m.line_number for m in file_matches}
@@ -197,7 +198,7 @@ class GrepSearchTool(FileTool):
             for number in hits:
                 wanted.update(range(max(1, number - around), min(len(lines), number + around) + 1))
             by_file[file] = [
-                GrepMatch(file, file_matches[0].host, n, lines[n - 1], n not in hits)
+                GrepMatch(file, file_matches[0].relative, n, lines[n - 1], n not in hits)
                 for n in sorted(wanted)
             ]
         return by_file
@@ -205,9 +206,10 @@ class GrepSearchTool(FileTool):
     def work(self, args: dict, ctx: ToolContext) -> ToolResult:
         pattern = args["pattern"]
         dir_path = args.get("dir_path")
-        search = resolve(ctx, dir_path or ".")
+        search = target_of(dir_path or ".")
+        ws = workspace_of(ctx)
         total_max = optional_int(args.get("total_max_matches")) or DEFAULT_TOTAL_MAX_MATCHES
-        matches = self._search(args, ctx, str(search.host), total_max)
+        matches = self._search(args, ws, search.relative, total_max)
 
         where = f'in path "{dir_path}"' if dir_path else "in the workspace directory"
         include = args.get("include_pattern")
@@ -231,7 +233,7 @@ class GrepSearchTool(FileTool):
 
         term = "match" if len(matches) == 1 else "matches"
         text = f'Found {len(matches)} {term} for pattern "{pattern}" {where}{limit_note}:\n---\n'
-        for file, file_matches in self._with_context(matches).items():
+        for file, file_matches in self._with_context(ws, matches).items():
             text += f"File: {file}\n"
             for match in file_matches:
                 separator = "-" if match.is_context else ":"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 
 from .base import (
     ToolContext,
@@ -17,10 +15,8 @@ from .fs import (
     FileTool,
     check_path,
     os_failure,
-)
-from .paths import (
-    host_is_contained,
-    resolve,
+    target_of,
+    workspace_of,
 )
 
 
@@ -60,23 +56,23 @@ class ListDirectoryTool(FileTool):
         return str(args.get("dir_path", ""))
 
     def work(self, args: dict, ctx: ToolContext) -> ToolResult:
-        target = resolve(ctx, args["dir_path"])
-        if not target.host.exists():
+        target = target_of(args["dir_path"])
+        try:
+            listed = workspace_of(ctx).listdir(target.relative)
+        except FileNotFoundError:
             return tool_error(
                 f"Error: Directory not found or inaccessible: {target.virtual}",
                 "Error: Directory not found or inaccessible.",
             )
-        if not target.host.is_dir():
+        except NotADirectoryError:
             return tool_error(
                 f"Error: Path is not a directory: {target.virtual}",
                 "Error: Path is not a directory.",
             )
-        try:
-            names = os.listdir(target.host)
         except OSError as exc:
             failure = os_failure("listing directory", target.virtual, exc)
             return tool_error(failure.message, "Error: Failed to list directory.")
-        if not names:
+        if not listed:
             return ToolResult(
                 output=f"Directory {target.virtual} is empty.", display="Directory is empty."
             )
@@ -84,25 +80,21 @@ class ListDirectoryTool(FileTool):
         ignores = [_ignore_regex(p) for p in args.get("ignore") or []]
         entries: list[tuple[bool, str, str]] = []
         ignored = 0
-        for name in names:
-            full = os.path.join(target.host, name)
-            if name in WALK_EXCLUDED_DIRS and os.path.isdir(full):
+        for entry in listed:
+            name = entry.name
+            if name in WALK_EXCLUDED_DIRS and entry.is_dir:
                 ignored += 1
                 continue
             if any(rx.match(name) for rx in ignores):
                 continue
-            if os.path.islink(full) and not host_is_contained(ctx, full):
+            if entry.link == "outside":
                 entries.append((False, name, f"{name} (symlink to outside the workspace)"))
-                continue
-            try:
-                info = os.stat(full)
-            except OSError:
+            elif entry.stat is None:
                 entries.append((False, name, f"{name} (broken symlink)"))
-                continue
-            if stat.S_ISDIR(info.st_mode):
+            elif entry.is_dir:
                 entries.append((True, name, f"[DIR] {name}"))
             else:
-                entries.append((False, name, f"{name} ({info.st_size} bytes)"))
+                entries.append((False, name, f"{name} ({entry.stat.st_size} bytes)"))
         entries.sort(key=lambda entry: (not entry[0], entry[1].lower(), entry[1]))
 
         output = f"Directory listing for {target.virtual}:\n" + "\n".join(e[2] for e in entries)

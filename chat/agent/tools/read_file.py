@@ -12,10 +12,9 @@ from .fs import (
     check_path,
     optional_int,
     read_limited,
+    target_of,
     text_read,
-)
-from .paths import (
-    resolve,
+    workspace_of,
 )
 
 
@@ -68,11 +67,11 @@ class ReadFileTool(FileTool):
         return str(args.get("file_path", ""))
 
     def work(self, args: dict, ctx: ToolContext) -> ToolResult:
-        target = resolve(ctx, args["file_path"])
-        data = read_limited(target.host, target.virtual)
+        target = target_of(args["file_path"])
+        data = read_limited(workspace_of(ctx), target.relative, target.virtual)
         read = text_read(
             data,
-            target.host.name,
+            target.name,
             target.relative or ".",
             optional_int(args.get("start_line")),
             optional_int(args.get("end_line")),

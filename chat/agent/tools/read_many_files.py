@@ -6,6 +6,8 @@ import mimetypes
 import os
 import re
 
+from sessions_app.workspace import PathRefused, virtual_of
+
 from .base import (
     MODEL_TEXT_LIMIT,
     ToolContext,
@@ -24,12 +26,7 @@ from .fs import (
     read_limited,
     text_read,
     walk_files,
-)
-from .paths import (
-    PathRefused,
-    host_is_contained,
-    resolve,
-    workspace_root,
+    workspace_of,
 )
 
 # read_many_files also applies gemini-cli's DEFAULT_FILE_EXCLUDES.
@@ -40,6 +37,15 @@ READ_MANY_EXCLUDED_FILE_PATTERNS = (
     "**/.env",
     "**/GEMINI.md",
 )
+SECURITY_SKIP = "Security: path resolves outside the workspace"
+
+
+def _lexists(ws, relative: str) -> bool:
+    """A name that exists, even as a link that leads out (it is then skipped for security)."""
+    try:
+        return ws.lexists(relative)
+    except PathRefused:
+        return True
 
 
 class ReadManyFilesTool(FileTool):
@@ -112,17 +118,16 @@ class ReadManyFilesTool(FileTool):
         return "using patterns: " + ", ".join(f"`{p}`" for p in args.get("include") or [])
 
     def _selected(self, args: dict, ctx: ToolContext) -> list[str]:
-        root = workspace_root(ctx)
+        ws = workspace_of(ctx)
         include_regexes: list[re.Pattern[str]] = []
         literal_files: list[str] = []
         for pattern in args["include"]:
             relative = pattern_relative(pattern)
-            literal = os.path.join(root, relative)
             if not relative:
                 include_regexes.append(glob_regex("**"))
-            elif os.path.isdir(literal) and host_is_contained(ctx, literal):
+            elif ws.is_dir(relative):
                 include_regexes.append(glob_regex(glob_escape(relative) + "/**"))
-            elif os.path.lexists(literal):
+            elif _lexists(ws, relative):
                 literal_files.append(relative)
             else:
                 include_regexes.append(glob_regex(relative))
@@ -137,7 +142,8 @@ class ReadManyFilesTool(FileTool):
                 user_excludes.append(glob_regex("**/" + relative))
 
         chosen = set()
-        for _, relative in walk_files(ctx, root, READ_MANY_EXCLUDED_DIRS):
+        for walked in walk_files(ws, "", READ_MANY_EXCLUDED_DIRS):
+            relative = walked.relative
             if not any(rx.fullmatch(relative) for rx in include_regexes):
                 continue
             if any(rx.fullmatch(relative) for rx in exclude_regexes + user_excludes):
@@ -154,14 +160,16 @@ class ReadManyFilesTool(FileTool):
         processed: list[str] = []
         skipped: list[tuple[str, str]] = []
         length = 0
+        ws = workspace_of(ctx)
         for relative in self._selected(args, ctx):
             if length > MODEL_TEXT_LIMIT:
                 skipped.append((relative, "not read: the output limit was already reached"))
                 continue
+            virtual = virtual_of(relative)
             try:
-                target = resolve(ctx, relative)
+                ws.check(relative)
             except PathRefused:
-                skipped.append((relative, "Security: path resolves outside the workspace"))
+                skipped.append((relative, SECURITY_SKIP))
                 continue
             extension = os.path.splitext(relative)[1].lower()
             mime, _ = mimetypes.guess_type(relative)
@@ -176,18 +184,21 @@ class ReadManyFilesTool(FileTool):
                 )
                 continue
             try:
-                data = read_limited(target.host, target.virtual)
+                data = read_limited(ws, relative, virtual)
+            except PathRefused:
+                skipped.append((relative, SECURITY_SKIP))
+                continue
             except ToolFailure as failure:
                 skipped.append((relative, f"Read error: {failure.message}"))
                 continue
-            read = text_read(data, target.host.name, relative)
+            read = text_read(data, os.path.basename(relative), relative)
             warning = (
                 "[WARNING: This file was truncated. To view the full content, use the "
                 "'read_file' tool on this specific file.]\n\n"
                 if read.truncated
                 else ""
             )
-            part = f"--- {target.virtual} ---\n\n{warning}{read.content}\n\n"
+            part = f"--- {virtual} ---\n\n{warning}{read.content}\n\n"
             parts.append(part)
             length += len(part)
             processed.append(relative)

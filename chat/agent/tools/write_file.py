@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
+
+from sessions_app.workspace import PathRefused
 
 from .base import (
     ToolContext,
@@ -13,7 +14,9 @@ from .base import (
 )
 from .fs import (
     FileTool,
+    Target,
     ToolFailure,
+    check_path,
     decode_for_edit,
     diff_context_snippet,
     edit_details_error,
@@ -22,19 +25,16 @@ from .fs import (
     plural,
     read_limited,
     size_limit_failure,
+    target_of,
     unified_diff,
+    workspace_of,
     write_bytes,
-)
-from .paths import (
-    PathRefused,
-    WorkspacePath,
-    resolve,
 )
 
 
 @dataclass
 class WritePlan:
-    target: WorkspacePath
+    target: Target
     original: str | None  # None when the file is new (or too large to show)
     is_new: bool
     content: str  # what will be written, line endings already matched to the old file
@@ -70,11 +70,11 @@ class WriteFileTool(FileTool):
     def check(self, args: dict, ctx: ToolContext) -> str | None:
         if not args["file_path"]:
             return 'Missing or empty "file_path"'
-        try:
-            target = resolve(ctx, args["file_path"])
-        except PathRefused as refused:
-            return str(refused)
-        if target.host.is_dir():
+        problem = check_path(ctx, args["file_path"])
+        if problem:
+            return problem
+        target = target_of(args["file_path"])
+        if workspace_of(ctx).is_dir(target.relative):
             return f"Path is a directory, not a file: {target.virtual}"
         size = len(encode_for_edit(args["content"]))
         if size > max_file_bytes():
@@ -85,14 +85,15 @@ class WriteFileTool(FileTool):
         return f"Writing to {args.get('file_path', '')}"
 
     def plan(self, args: dict, ctx: ToolContext) -> WritePlan:
-        target = resolve(ctx, args["file_path"])
+        target = target_of(args["file_path"])
+        ws = workspace_of(ctx)
         content = args["content"]
-        if not os.path.lexists(target.host):
+        if not ws.exists(target.relative):
             return WritePlan(target, None, True, content)
         try:
-            data = read_limited(target.host, target.virtual)
+            data = read_limited(ws, target.relative, target.virtual)
         except ToolFailure as failure:
-            if target.host.is_file() and "exceeds" in failure.message:
+            if ws.is_file(target.relative) and "exceeds" in failure.message:
                 return WritePlan(target, None, False, content)
             raise
         original = decode_for_edit(data)
@@ -114,7 +115,12 @@ class WriteFileTool(FileTool):
 
     def work(self, args: dict, ctx: ToolContext) -> ToolResult:
         plan = self.plan(args, ctx)
-        write_bytes(plan.target.host, encode_for_edit(plan.content), plan.target.virtual)
+        write_bytes(
+            workspace_of(ctx),
+            plan.target.relative,
+            encode_for_edit(plan.content),
+            plan.target.virtual,
+        )
         head = (
             f"Successfully created and wrote to new file: {plan.target.virtual}."
             if plan.is_new
