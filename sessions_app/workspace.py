@@ -440,7 +440,9 @@ class Workspace:
                 except OSError as exc:
                     if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                         raise
-                    if exc.errno == errno.ENOTDIR and not _is_link(located):
+                    # O_DIRECTORY | O_NOFOLLOW says ENOTDIR for a link too: only a file (or
+                    # the like) that is still there is really not a directory.
+                    if exc.errno == errno.ENOTDIR and not _link_or_dir(located):
                         raise
                     continue  # a link was swapped in after the walk: walk again
                 if flags & os.O_PATH and stat.S_ISLNK(os.fstat(fd).st_mode):
@@ -787,12 +789,12 @@ def _too_deep_text() -> str:
     )
 
 
-def _is_link(located: _Located) -> bool:
+def _link_or_dir(located: _Located) -> bool:
     try:
         info = os.stat(located.name, dir_fd=located.parent, follow_symlinks=False)
     except OSError:
         return False
-    return stat.S_ISLNK(info.st_mode)
+    return stat.S_ISLNK(info.st_mode) or stat.S_ISDIR(info.st_mode)
 
 
 def _replace_file(parent: int, name: str, data: bytes) -> WriteOutcome:
