@@ -262,6 +262,8 @@ SHELL_TIMEOUT_SECONDS = env.float("SHELL_TIMEOUT_SECONDS", default=120)
 TOOL_MAX_FILE_BYTES = env.int("TOOL_MAX_FILE_BYTES", default=20 * 1024 * 1024)
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=TOOL_MAX_FILE_BYTES)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024
+# Per-session workspace quota (apparent size of everything in it); 0 turns it off.
+WORKSPACE_MAX_BYTES = env.int("WORKSPACE_MAX_BYTES", default=1024 * 1024 * 1024)
 # A chat message is at most 200,000 characters; JSON bodies past this are refused with 413.
 JSON_BODY_MAX_BYTES = env.int("JSON_BODY_MAX_BYTES", default=1024 * 1024)
 

@@ -1,26 +1,41 @@
 """Writes on sessions and their workspaces: create, change, extend, delete, expire, and the turn claim."""
 
+import errno
 import logging
-import shutil
-import uuid
+import os
+import posixpath
+import stat
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from gemini_server.clock import iso_utc
-from gemini_server.errors import BadRequest, Conflict, Gone, NotFound, PayloadTooLarge
+from gemini_server.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    PayloadTooLarge,
+    ValidationFailed,
+)
 from monitoring.services import event_record
 from sessions_app.models import Session
 from sessions_app.workspace import (
-    WorkspacePathError,
+    WORKSPACE_MOUNT,
+    ListEntry,
+    PathRefused,
+    Workspace,
+    WorkspaceQuotaExceeded,
+    not_in_workspace,
     session_workspace,
     workspace_create,
-    workspace_display,
-    workspace_resolve,
-    workspace_resolve_entry,
+    workspace_tree_remove,
 )
 
 logger = logging.getLogger(__name__)
@@ -108,8 +123,16 @@ def _session_remove(session: Session) -> None:
     """Deletes the row now and the directory once that is committed."""
     session_id, workspace = session.id, session_workspace(session)
     session.delete()
-    transaction.on_commit(lambda: shutil.rmtree(workspace, ignore_errors=True))
+    transaction.on_commit(lambda: _workspace_tree_remove(workspace))
     logger.info("Removed session %s", session_id)
+
+
+def _workspace_tree_remove(workspace) -> None:
+    try:
+        workspace_tree_remove(workspace)
+    except OSError:
+        # After commit nobody can be told; what is left is an orphan directory, not a leak.
+        logger.exception("Could not remove the workspace of a deleted session")
 
 
 def session_delete(*, session: Session, actor, ip=None, force: bool = False) -> None:
@@ -164,7 +187,8 @@ def sessions_expire(*, now=None) -> int:
     return count
 
 
-# Workspace files, as the REST endpoints expose them.
+# Workspace files, as the REST endpoints expose them. Every access goes through the workspace
+# module (sessions_app.workspace); its refusals and the kernel's errors become the contract's.
 
 
 def _writable(session: Session) -> None:
@@ -176,46 +200,107 @@ def _writable(session: Session) -> None:
         )
 
 
-def _resolved(session: Session, path: str | None, *, entry: bool = False) -> tuple[Path, Path]:
-    workspace = session_workspace(session)
-    if not workspace.is_dir():
+def _workspace(session: Session) -> Workspace:
+    root = session_workspace(session)
+    if not root.is_dir():
         workspace_create(session)
-    resolve = workspace_resolve_entry if entry else workspace_resolve
+    return Workspace(root)
+
+
+def _shown(path: str) -> str:
+    """The path for a message: its /workspace form, or as sent when it is not one."""
     try:
-        return workspace, resolve(workspace, path)
-    except WorkspacePathError as exc:
+        return Workspace.virtual(path)
+    except PathRefused:
+        return path
+
+
+def _os_error(exc: OSError, path: str) -> ApiError:
+    """The contract's answer for what the kernel said; never a 500, never a host path."""
+    shown = _shown(path)
+    details = {"path": path}
+    code = exc.errno
+    if code == errno.ENAMETOOLONG:
+        return ValidationFailed(
+            "File name too long", details={"path": [f"File name too long: {shown}"]}
+        )
+    if code == errno.ENOENT:
+        return NotFound("No such file or directory in the workspace", details=details)
+    if code == errno.ENOTDIR:
+        return BadRequest("A parent of the path is not a directory", details=details)
+    if code == errno.EISDIR:
+        return BadRequest("The path names a directory, not a file", details=details)
+    if code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return PayloadTooLarge(f"No room for the file: {os.strerror(code)}", details=details)
+    if code in (errno.ELOOP, errno.EXDEV):
+        return BadRequest(not_in_workspace(shown), details=details)
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return Forbidden(f"Permission denied: {shown}", details=details)
+    if code in (errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY):
+        return Conflict(f"The workspace changed meanwhile: {shown}", details=details)
+    name = errno.errorcode.get(code, "") if code else ""
+    reason = f"{exc.strerror or 'I/O error'}{f' ({name})' if name else ''}"
+    return BadRequest(f"Cannot access {shown}: {reason}", details=details)
+
+
+@contextmanager
+def _file_errors(path: str):
+    try:
+        yield
+    except PathRefused as exc:
         raise BadRequest(str(exc), details={"path": path}) from exc
+    except WorkspaceQuotaExceeded as exc:
+        raise PayloadTooLarge(
+            str(exc),
+            details={"path": path, "usedBytes": exc.used, "limitBytes": exc.limit},
+        ) from exc
+    except OSError as exc:
+        raise _os_error(exc, path) from exc
 
 
-def _entry(workspace: Path, host_path: Path) -> dict:
-    stat = host_path.stat()
+def _modified_at(info: os.stat_result) -> str:
+    return iso_utc(datetime.fromtimestamp(info.st_mtime, tz=UTC))
+
+
+def _entry(name: str, virtual: str, info: os.stat_result) -> dict:
+    is_dir = stat.S_ISDIR(info.st_mode)
     return {
-        "name": host_path.name or "workspace",
-        "path": workspace_display(workspace, host_path),
-        "type": "directory" if host_path.is_dir() else "file",
-        "size": 0 if host_path.is_dir() else stat.st_size,
-        "modifiedAt": iso_utc(datetime.fromtimestamp(stat.st_mtime, tz=UTC)),
+        "name": name,
+        "path": virtual,
+        "type": "directory" if is_dir else "file",
+        "size": 0 if is_dir else info.st_size,
+        "modifiedAt": _modified_at(info),
     }
 
 
 def workspace_listing(*, session: Session, path: str | None) -> dict:
-    workspace, target = _resolved(session, path)
-    if not target.exists():
-        raise NotFound("No such directory in the workspace", details={"path": path})
-    if not target.is_dir():
-        raise BadRequest("Not a directory", details={"path": path})
-    entries = sorted(target.iterdir(), key=lambda p: (not p.is_dir(), p.name.lower()))
+    """A directory's entries; links are not listed (the API shows only what it can serve)."""
+    path = (path or "").strip()
+    workspace = _workspace(session)
+    with _file_errors(path):
+        shown = workspace.virtual(path)
+        listed = workspace.listdir(path)
+    entries: list[ListEntry] = sorted(
+        (entry for entry in listed if entry.link is None),
+        key=lambda entry: (not entry.is_dir, entry.name.lower()),
+    )
     return {
-        "path": workspace_display(workspace, target),
-        "entries": [_entry(workspace, entry) for entry in entries if not entry.is_symlink()],
+        "path": shown,
+        "entries": [_entry(entry.name, f"{shown}/{entry.name}", entry.lstat) for entry in entries],
     }
 
 
-def workspace_file_for_download(*, session: Session, path: str | None) -> Path:
-    _, target = _resolved(session, path)
-    if not target.is_file():
+def workspace_file_open(*, session: Session, path: str | None) -> tuple[BinaryIO, str]:
+    """The file open for reading (the caller closes it) and its name, for a download."""
+    path = (path or "").strip()
+    workspace = _workspace(session)
+    with _file_errors(path):
+        shown = workspace.virtual(path)
+        fd, info = workspace.open_file(path)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
         raise NotFound("No such file in the workspace", details={"path": path})
-    return target
+    return os.fdopen(fd, "rb"), posixpath.basename(shown)
 
 
 def workspace_file_write(
@@ -227,52 +312,42 @@ def workspace_file_write(
             details={"size": len(content)},
         )
     _writable(session)
-    workspace, target = _resolved(session, path)
-    if target == Path(workspace).resolve() or target.is_dir():
-        raise BadRequest("The path names a directory, not a file", details={"path": path})
-    created = not target.exists()
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise BadRequest("A parent of the path is a file", details={"path": path}) from exc
-    # Write then rename: a reader never sees half a file.
-    partial = target.with_name(f".{target.name}.upload-{uuid.uuid4().hex}")
-    try:
-        partial.write_bytes(content)
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
+    path = (path or "").strip()
+    workspace = _workspace(session)
+    with _file_errors(path):
+        shown = workspace.virtual(path)
+        if shown == WORKSPACE_MOUNT:
+            raise BadRequest("The path names a directory, not a file", details={"path": path})
+        # Written beside the file and renamed into place: a reader never sees half a file.
+        outcome = workspace.write_bytes(path, content)
     session_touch(session=session)
-    entry = _entry(workspace, target)
+    entry = _entry(posixpath.basename(shown), shown, outcome.stat)
     event_record(
         type="session",
         action="file_upload",
         user=actor,
         session_id=session.id,
-        data={"path": entry["path"], "size": len(content), "created": created},
+        data={"path": shown, "size": len(content), "created": outcome.created},
         ip=ip,
     )
-    return {**entry, "created": created}
+    return {**entry, "created": outcome.created}
 
 
 def workspace_file_delete(*, session: Session, path: str | None, actor, ip=None) -> None:
     """Removes a file or a directory tree; a symlink is removed itself, never what it points to."""
     _writable(session)
-    workspace, target = _resolved(session, path, entry=True)
-    if target == Path(workspace).resolve():
-        raise BadRequest("The workspace itself cannot be deleted", details={"path": path})
-    if not target.exists() and not target.is_symlink():
-        raise NotFound("No such file in the workspace", details={"path": path})
-    display = workspace_display(workspace, target)
-    if target.is_dir() and not target.is_symlink():
-        shutil.rmtree(target)
-    else:
-        target.unlink()
+    path = (path or "").strip()
+    workspace = _workspace(session)
+    with _file_errors(path):
+        shown = workspace.virtual(path)
+        if shown == WORKSPACE_MOUNT:
+            raise BadRequest("The workspace itself cannot be deleted", details={"path": path})
+        workspace.remove(path)
     event_record(
         type="session",
         action="file_delete",
         user=actor,
         session_id=session.id,
-        data={"path": display},
+        data={"path": shown},
         ip=ip,
     )

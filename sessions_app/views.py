@@ -20,7 +20,7 @@ from sessions_app.services import (
     session_extend,
     session_update,
     workspace_file_delete,
-    workspace_file_for_download,
+    workspace_file_open,
     workspace_file_write,
     workspace_listing,
 )
@@ -136,8 +136,8 @@ class WorkspaceFileView(SessionView):
     )
     def get(self, request, session_id):
         session = self.session(request, session_id, write=False)
-        target = workspace_file_for_download(session=session, path=request.query_params.get("path"))
-        return FileResponse(target.open("rb"), as_attachment=True, filename=target.name)
+        handle, name = workspace_file_open(session=session, path=request.query_params.get("path"))
+        return FileResponse(handle, as_attachment=True, filename=name)
 
     @extend_schema(
         parameters=[PATH_PARAM],

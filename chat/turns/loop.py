@@ -41,7 +41,7 @@ from gemini_server.layer import STOP as RECEIVER_STOP
 from gemini_server.layer import receiver_stop
 from monitoring.services import aevent_record
 from sessions_app.models import ApprovalMode, Session
-from sessions_app.workspace import session_workspace
+from sessions_app.workspace import PathRefused, Workspace, session_workspace
 
 logger = logging.getLogger(__name__)
 
@@ -142,9 +142,13 @@ def _system_instruction(session: Session) -> str:
     sections = [CORE_INSTRUCTION]
     if session.config.get("systemInstruction"):
         sections.append(session.config["systemInstruction"])
-    memory = session_workspace(session) / MEMORY_FILE
-    if memory.is_file() and not memory.is_symlink():
-        text = memory.read_text(errors="replace")[:MEMORY_MAX_CHARS]
+    try:
+        # Through the workspace module: GEMINI.md may be a link a shell command swaps at will.
+        data = Workspace(session_workspace(session)).read_head(MEMORY_FILE, MEMORY_MAX_CHARS * 4)
+    except (OSError, PathRefused):
+        data = None
+    if data is not None:
+        text = data.decode("utf-8", errors="replace")[:MEMORY_MAX_CHARS]
         sections.append(
             f"Context from /workspace/{MEMORY_FILE} (the project's notes and memories):\n{text}"
         )

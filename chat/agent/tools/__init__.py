@@ -5,17 +5,15 @@ from __future__ import annotations
 import re
 
 from .base import Tool, ToolContext, ToolKind, ToolResult, tool_error
-from .files import (
-    GlobTool,
-    GrepSearchTool,
-    ListDirectoryTool,
-    ReadFileTool,
-    ReadManyFilesTool,
-    ReplaceTool,
-    WriteFileTool,
-)
+from .edit import ReplaceTool
+from .glob import GlobTool
+from .grep import GrepSearchTool
+from .ls import ListDirectoryTool
 from .memory import SaveMemoryTool
+from .read_file import ReadFileTool
+from .read_many_files import ReadManyFilesTool
 from .shell import ShellTool
+from .write_file import WriteFileTool
 
 __all__ = [
     "TOOLS",

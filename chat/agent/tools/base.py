@@ -12,10 +12,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from sessions_app.workspace import WORKSPACE_MOUNT
+
 logger = logging.getLogger(__name__)
 
 MODEL_TEXT_LIMIT = 40_000
-WORKSPACE_ROOT = "/workspace"
+WORKSPACE_ROOT = WORKSPACE_MOUNT
 
 
 class ToolKind(str, Enum):

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 
+from sessions_app.workspace import PathRefused
+
 from .base import ToolContext, ToolKind, ToolResult, tool_error
-from .files import (
+from .fs import (
     FileTool,
+    Target,
     ToolFailure,
+    check_path,
     decode_for_edit,
     encode_for_edit,
     read_limited,
+    target_of,
     unified_diff,
+    workspace_of,
     write_bytes,
 )
-from .paths import PathRefused, WorkspacePath, resolve
 
 MEMORY_FILENAME = "GEMINI.md"
 MEMORY_SECTION_HEADER = "## Gemini Added Memories"
@@ -56,7 +60,7 @@ def memory_content_with(current: str, fact: str) -> str:
 
 @dataclass
 class MemoryPlan:
-    target: WorkspacePath
+    target: Target
     current: str
     new_content: str
     is_new: bool
@@ -92,20 +96,19 @@ class SaveMemoryTool(FileTool):
     def check(self, args: dict, ctx: ToolContext) -> str | None:
         if not args["fact"].strip():
             return 'Parameter "fact" must be a non-empty string.'
-        try:
-            # GEMINI.md may have been replaced by a symlink from a shell command.
-            resolve(ctx, MEMORY_FILENAME)
-        except PathRefused as refused:
-            return str(refused)
-        return None
+        # GEMINI.md may have been replaced by a symlink from a shell command.
+        return check_path(ctx, MEMORY_FILENAME)
 
     def describe(self, args: dict, ctx: ToolContext) -> str:
         return f"in {MEMORY_FILENAME}"
 
     def plan(self, args: dict, ctx: ToolContext) -> MemoryPlan:
-        target = resolve(ctx, MEMORY_FILENAME)
-        is_new = not os.path.lexists(target.host)
-        current = "" if is_new else decode_for_edit(read_limited(target.host, target.virtual))
+        target = target_of(MEMORY_FILENAME)
+        ws = workspace_of(ctx)
+        is_new = not ws.exists(target.relative)
+        current = (
+            "" if is_new else decode_for_edit(read_limited(ws, target.relative, target.virtual))
+        )
         return MemoryPlan(target, current, memory_content_with(current, args["fact"]), is_new)
 
     def confirmation_details(self, args: dict, ctx: ToolContext) -> dict:
@@ -130,7 +133,12 @@ class SaveMemoryTool(FileTool):
     def work(self, args: dict, ctx: ToolContext) -> ToolResult:
         try:
             plan = self.plan(args, ctx)
-            write_bytes(plan.target.host, encode_for_edit(plan.new_content), plan.target.virtual)
+            write_bytes(
+                workspace_of(ctx),
+                plan.target.relative,
+                encode_for_edit(plan.new_content),
+                plan.target.virtual,
+            )
         except ToolFailure as failure:
             return tool_error(
                 f"Failed to save memory. Detail: {failure.message}",

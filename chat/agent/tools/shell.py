@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from sessions_app.workspace import PathRefused, Workspace, relative_path
+
 from .base import WORKSPACE_ROOT, Tool, ToolContext, ToolKind, ToolResult, tool_error
-from .paths import PathRefused, resolve, virtual_of_host, workspace_root
 
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 OUTPUT_READ_LIMIT = 1024 * 1024
@@ -330,11 +331,14 @@ class ShellTool(Tool):
     @staticmethod
     def _cwd(args: dict, ctx: ToolContext) -> tuple[str, str]:
         """(host directory, /workspace directory) to run in; raises PathRefused."""
-        target = resolve(ctx, args.get("dir_path") or ".")
-        if not target.host.is_dir():
-            raise PathRefused(f"Directory does not exist or is not a directory: {target.virtual}")
-        # The real path, so a symlinked dir_path is entered the same way inside the sandbox.
-        return str(target.host), virtual_of_host(ctx, target.host)
+        workspace = Workspace(ctx.workspace)
+        shown = workspace.virtual(args.get("dir_path") or ".")
+        try:
+            # The real path, so a symlinked dir_path is entered the same way inside the sandbox.
+            real = workspace.real_dir(shown)
+        except OSError:
+            raise PathRefused(f"Directory does not exist or is not a directory: {shown}") from None
+        return os.path.join(ctx.workspace, relative_path(real)), real
 
     def describe(self, args: dict, ctx: ToolContext) -> str:
         text = str(args.get("command", ""))
@@ -372,14 +376,14 @@ class ShellTool(Tool):
         env = {"PATH": SANDBOX_PATH, "LANG": "C.UTF-8", "TERM": "dumb"}
         if sandbox_mode() == "bwrap":
             bwrap = shutil.which("bwrap") or "bwrap"
-            root = workspace_root(ctx)
+            root = os.path.realpath(ctx.workspace)
             argv = await asyncio.to_thread(bwrap_argv, bwrap, root, cwd_virtual, command)
             env["HOME"] = WORKSPACE_ROOT
             spawn_cwd = root
         else:
             # Unsafe by design: SHELL_SANDBOX=none runs on the host with only a clean env.
             argv = ["bash", "-c", command]
-            env["HOME"] = workspace_root(ctx)
+            env["HOME"] = os.path.realpath(ctx.workspace)
             spawn_cwd = cwd_host
 
         timeout = timeout_seconds()
@@ -388,7 +392,12 @@ class ShellTool(Tool):
         except OSError as exc:
             text = f"Output: (empty)\nError: {exc.strerror or exc}"
             return tool_error(text, f"Command failed: {exc.strerror or exc}")
-        return self._result(outcome, timeout)
+        result = self._result(outcome, timeout)
+        # The command may have filled the workspace: its files stay, and the model is told.
+        over = await asyncio.to_thread(Workspace(ctx.workspace).over_quota)
+        if over:
+            return tool_error(f"{result.output}\nError: {over}", "Workspace quota exceeded.")
+        return result
 
     @staticmethod
     def _result(outcome: ProcessOutcome, timeout: float) -> ToolResult:

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from chat.agent.tools import tool_lookup
-from chat.agent.tools.paths import PathRefused, resolve, virtual_path
+from sessions_app.workspace import PathRefused, Workspace, virtual_path
 
 NOT_IN_WORKSPACE = (
     'Path not in workspace: Attempted path "{}" resolves outside the allowed workspace '
@@ -25,12 +25,11 @@ def test_virtual_path_normalises_inside_the_workspace():
         virtual_path("//etc/passwd")
 
 
-def test_resolve_gives_the_real_host_path(ctx, ws):
+def test_real_path_resolves_links_inside_the_workspace(ws):
     (ws / "real").mkdir()
     os.symlink("real", ws / "alias")
-    target = resolve(ctx, "/workspace/alias/f.txt")
-    assert target.host == ws.resolve() / "real" / "f.txt"
-    assert target.virtual == "/workspace/alias/f.txt"
+    assert Workspace(ws).real_path("/workspace/alias/f.txt") == "/workspace/real/f.txt"
+    assert Workspace(ws).virtual("alias/f.txt") == "/workspace/alias/f.txt"
 
 
 async def test_dot_dot_escape(call):

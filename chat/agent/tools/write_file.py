@@ -1,0 +1,135 @@
+"""The write_file tool: a file's whole new content, with a diff to confirm."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sessions_app.workspace import PathRefused
+
+from .base import (
+    ToolContext,
+    ToolKind,
+    ToolResult,
+)
+from .fs import (
+    FileTool,
+    Target,
+    ToolFailure,
+    check_path,
+    decode_for_edit,
+    diff_context_snippet,
+    edit_details_error,
+    encode_for_edit,
+    max_file_bytes,
+    plural,
+    read_limited,
+    size_limit_failure,
+    target_of,
+    unified_diff,
+    workspace_of,
+    write_bytes,
+)
+
+
+@dataclass
+class WritePlan:
+    target: Target
+    original: str | None  # None when the file is new (or too large to show)
+    is_new: bool
+    content: str  # what will be written, line endings already matched to the old file
+
+
+class WriteFileTool(FileTool):
+    name = "write_file"
+    display_name = "WriteFile"
+    aliases = ("writeFile",)
+    arg_aliases = {"path": "file_path"}
+    kind = ToolKind.EDIT
+    description = (
+        "Writes content to a specified file in the local filesystem.\n\n"
+        "      The user has the ability to modify `content`. If modified, this will be "
+        "stated in the response."
+    )
+    parameters = {
+        "type": "object",
+        "properties": {
+            "file_path": {"description": "The path to the file to write to.", "type": "string"},
+            "content": {
+                "description": (
+                    "The content to write to the file. Do not use omission placeholders like "
+                    "'(rest of methods ...)', '...', or 'unchanged code'; provide complete "
+                    "literal content."
+                ),
+                "type": "string",
+            },
+        },
+        "required": ["file_path", "content"],
+    }
+
+    def check(self, args: dict, ctx: ToolContext) -> str | None:
+        if not args["file_path"]:
+            return 'Missing or empty "file_path"'
+        problem = check_path(ctx, args["file_path"])
+        if problem:
+            return problem
+        target = target_of(args["file_path"])
+        if workspace_of(ctx).is_dir(target.relative):
+            return f"Path is a directory, not a file: {target.virtual}"
+        size = len(encode_for_edit(args["content"]))
+        if size > max_file_bytes():
+            return size_limit_failure(target.virtual, size, "Content size").message
+        return None
+
+    def describe(self, args: dict, ctx: ToolContext) -> str:
+        return f"Writing to {args.get('file_path', '')}"
+
+    def plan(self, args: dict, ctx: ToolContext) -> WritePlan:
+        target = target_of(args["file_path"])
+        ws = workspace_of(ctx)
+        content = args["content"]
+        if not ws.exists(target.relative):
+            return WritePlan(target, None, True, content)
+        try:
+            data = read_limited(ws, target.relative, target.virtual)
+        except ToolFailure as failure:
+            if ws.is_file(target.relative) and "exceeds" in failure.message:
+                return WritePlan(target, None, False, content)
+            raise
+        original = decode_for_edit(data)
+        if "\r\n" in original:
+            content = re.sub(r"\r?\n", "\r\n", content)
+        return WritePlan(target, original, False, content)
+
+    def confirmation_details(self, args: dict, ctx: ToolContext) -> dict:
+        try:
+            plan = self.plan(args, ctx)
+        except (ToolFailure, PathRefused) as exc:
+            return edit_details_error(args.get("file_path", ""), exc)
+        return {
+            "type": "edit",
+            "filePath": plan.target.virtual,
+            "diff": unified_diff(plan.target.relative, plan.original or "", plan.content),
+            "isNewFile": plan.is_new,
+        }
+
+    def work(self, args: dict, ctx: ToolContext) -> ToolResult:
+        plan = self.plan(args, ctx)
+        write_bytes(
+            workspace_of(ctx),
+            plan.target.relative,
+            encode_for_edit(plan.content),
+            plan.target.virtual,
+        )
+        head = (
+            f"Successfully created and wrote to new file: {plan.target.virtual}."
+            if plan.is_new
+            else f"Successfully overwrote file: {plan.target.virtual}."
+        )
+        snippet = diff_context_snippet(plan.original or "", plan.content)
+        lines = plan.content.count("\n") + (0 if plan.content.endswith("\n") else 1)
+        return ToolResult(
+            output=f"{head} Here is the updated code:\n{snippet}",
+            display=f"{'Created' if plan.is_new else 'Wrote'} {plan.target.relative} "
+            f"({plural(lines, 'line')})",
+        )
