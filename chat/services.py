@@ -10,6 +10,8 @@ from chat.agent.history import parts_text
 from chat.models import Checkpoint, Message, MessageRole
 from gemini_server.errors import Conflict, Forbidden, Gone, NotFound, ValidationFailed
 from gemini_server.groups import turn_group
+from gemini_server.storable import storable
+from monitoring.models import AuditAction
 from monitoring.services import event_record
 from sessions_app.models import Session
 from sessions_app.services import (
@@ -73,7 +75,7 @@ def message_store(
 
     Returns None if the session was deleted meanwhile (nothing to attach the step to).
     """
-    usage = usage or {}
+    usage, parts = usage or {}, storable(parts)  # a NUL from the model is kept, as text
     try:
         with transaction.atomic():
             message = Message.objects.create(
@@ -110,7 +112,7 @@ def message_store(
             "finishReason": finish_reason,
             "model": session.model_name,
         }
-    action = "user_message" if role == MessageRole.USER else "model_response"
+    action = AuditAction.USER_MESSAGE if role == MessageRole.USER else AuditAction.MODEL_RESPONSE
     event_record(type="chat", action=action, user=user, session_id=session.id, data=data, ip=ip)
     return message
 
@@ -131,7 +133,7 @@ def history_clear(*, session: Session, actor, ip=None) -> int:
     # The audit trail keeps its record of what was said; only the conversation is emptied.
     event_record(
         type="chat",
-        action="history_clear",
+        action=AuditAction.HISTORY_CLEAR,
         user=actor,
         session_id=session.id,
         data={"deleted": count},
@@ -167,7 +169,7 @@ def checkpoint_save(*, session: Session, tag: str, actor, ip=None) -> Checkpoint
         )
     event_record(
         type="chat",
-        action="checkpoint_save",
+        action=AuditAction.CHECKPOINT_SAVE,
         user=actor,
         session_id=session.id,
         data={"tag": tag, "messages": len(checkpoint.history)},
@@ -200,7 +202,7 @@ def checkpoint_load(*, session: Session, tag: str, actor, ip=None) -> int:
         )
     event_record(
         type="chat",
-        action="checkpoint_load",
+        action=AuditAction.CHECKPOINT_LOAD,
         user=actor,
         session_id=session.id,
         data={"tag": tag, "messages": len(checkpoint.history)},
@@ -342,7 +344,7 @@ async def tool_call_record(
 
     await aevent_record(
         type="tool",
-        action="call",
+        action=AuditAction.TOOL_CALL,
         user=user,
         session_id=session.id,
         data={

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from gemini_server.clock import iso_utc
 from gemini_server.errors import BadRequest, Conflict, Gone, NotFound, PayloadTooLarge
+from monitoring.models import AuditAction, EventType
 from monitoring.services import event_record
 from sessions_app.models import Session
 from sessions_app.workspace import (
@@ -50,22 +51,30 @@ def session_create(*, user, config: dict | None = None, ip=None) -> Session:
             last_activity_at=now,
             expires_at=now + _ttl(),
         )
-        # Inside the transaction: if the directory cannot be made, the row is rolled back.
+        event_record(
+            type=EventType.SESSION,
+            action=AuditAction.SESSION_CREATE,
+            user=user,
+            session_id=session.id,
+            data={"title": title, "config": config},
+            ip=ip,
+            required=True,
+        )
+        # Last in the transaction: if the directory cannot be made, the row and its record are
+        # rolled back; if they cannot be written, no directory is made.
         workspace_create(session)
-    event_record(
-        type="session",
-        action="create",
-        user=user,
-        session_id=session.id,
-        data={"title": title, "config": config},
-        ip=ip,
-    )
     return session
 
 
 def session_update(
-    *, session: Session, title: str | None = None, config: dict | None = None
+    *,
+    session: Session,
+    title: str | None = None,
+    config: dict | None = None,
+    actor=None,
+    ip=None,
 ) -> Session:
+    """Changes the title and merges `config` into the session's; recorded with what changed."""
     fields = []
     if title is not None:
         session.title = title
@@ -78,7 +87,17 @@ def session_update(
         session.config = {**session.config, **config}
         fields.append("config")
     if fields:
-        session.save(update_fields=sorted(set(fields)))
+        with transaction.atomic():
+            session.save(update_fields=sorted(set(fields)))
+            event_record(
+                type=EventType.SESSION,
+                action=AuditAction.SESSION_UPDATE,
+                user=actor,
+                session_id=session.id,
+                data={"title": session.title, "config": config or {}},
+                ip=ip,
+                required=True,
+            )
     return session
 
 
@@ -86,15 +105,17 @@ def session_extend(*, session: Session, actor, hours: float, ip=None) -> Session
     """Moves the expiry `hours` past now (or past the current expiry, when that is later)."""
     base = max(session.expires_at, timezone.now())
     session.expires_at = base + timedelta(hours=hours)
-    session.save(update_fields=["expires_at"])
-    event_record(
-        type="session",
-        action="extend",
-        user=actor,
-        session_id=session.id,
-        data={"hours": hours, "expiresAt": iso_utc(session.expires_at)},
-        ip=ip,
-    )
+    with transaction.atomic():
+        session.save(update_fields=["expires_at"])
+        event_record(
+            type=EventType.SESSION,
+            action=AuditAction.SESSION_EXTEND,
+            user=actor,
+            session_id=session.id,
+            data={"hours": hours, "expiresAt": iso_utc(session.expires_at)},
+            ip=ip,
+            required=True,
+        )
     return session
 
 
@@ -143,7 +164,14 @@ def session_delete(*, session: Session, actor, ip=None, force: bool = False) -> 
             )
         session_id = locked.id
         _session_remove(locked)
-    event_record(type="session", action="delete", user=actor, session_id=session_id, ip=ip)
+        event_record(
+            type=EventType.SESSION,
+            action=AuditAction.SESSION_DELETE,
+            user=actor,
+            session_id=session_id,
+            ip=ip,
+            required=True,
+        )
 
 
 def session_delete_all_for_user(*, user) -> int:
@@ -173,11 +201,12 @@ def sessions_expire(*, now=None) -> int:
             if session is None or turn_running(session=session, now=now):
                 continue
             event_record(
-                type="session",
-                action="expire",
+                type=EventType.SESSION,
+                action=AuditAction.SESSION_EXPIRE,
                 user=session.user,
                 session_id=session.id,
                 data={"expiresAt": iso_utc(session.expires_at)},
+                required=True,
             )
             _session_remove(session)
         count += 1
@@ -292,8 +321,8 @@ def workspace_file_write(
     session_touch(session=session)
     entry = _entry(workspace, target)
     event_record(
-        type="session",
-        action="file_upload",
+        type=EventType.SESSION,
+        action=AuditAction.FILE_UPLOAD,
         user=actor,
         session_id=session.id,
         data={"path": entry["path"], "size": len(content), "created": created},
@@ -316,8 +345,8 @@ def workspace_file_delete(*, session: Session, path: str | None, actor, ip=None)
     else:
         target.unlink()
     event_record(
-        type="session",
-        action="file_delete",
+        type=EventType.SESSION,
+        action=AuditAction.FILE_DELETE,
         user=actor,
         session_id=session.id,
         data={"path": display},
