@@ -15,6 +15,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import ApiKey, Role, User
 from gemini_server.errors import Conflict, Unauthenticated, ValidationFailed
+from monitoring.models import AuditAction, EventType
 from monitoring.services import event_record
 
 API_KEY_FORMAT = re.compile(r"^gsk_(?P<prefix>[0-9a-f]{12})\.(?P<secret>[A-Za-z0-9_-]{32,64})$")
@@ -41,14 +42,16 @@ def user_create(
     if User.objects.filter(email__iexact=email).exists():
         raise Conflict("A user with this email already exists", details={"email": email})
     _password_check(password, User(email=email, name=name))
-    user = User.objects.create_user(email=email, password=password, name=name or "", role=role)
-    event_record(
-        type="auth",
-        action="user_create" if actor else "user_register",
-        user=actor or user,
-        data={"targetUserId": str(user.id), "email": user.email, "role": user.role},
-        ip=ip,
-    )
+    with transaction.atomic():
+        user = User.objects.create_user(email=email, password=password, name=name or "", role=role)
+        event_record(
+            type=EventType.AUTH,
+            action=AuditAction.USER_CREATE if actor else AuditAction.USER_REGISTER,
+            user=actor or user,
+            data={"targetUserId": str(user.id), "email": user.email, "role": user.role},
+            ip=ip,
+            required=True,
+        )
     return user
 
 
@@ -77,14 +80,16 @@ def user_update(
         user.set_password(password)
         changes["password"] = "changed"
     if changes:
-        user.save()
-        event_record(
-            type="auth",
-            action="user_update",
-            user=actor,
-            data={"targetUserId": str(user.id), "email": user.email, "changes": changes},
-            ip=ip,
-        )
+        with transaction.atomic():
+            user.save()
+            event_record(
+                type=EventType.AUTH,
+                action=AuditAction.USER_UPDATE,
+                user=actor,
+                data={"targetUserId": str(user.id), "email": user.email, "changes": changes},
+                ip=ip,
+                required=True,
+            )
     return user
 
 
@@ -95,9 +100,16 @@ def user_delete(*, user: User, actor: User, ip=None) -> None:
         raise Conflict("You cannot delete your own account")
     target = {"targetUserId": str(user.id), "email": user.email}
     with transaction.atomic():
-        session_delete_all_for_user(user=user)
+        sessions = session_delete_all_for_user(user=user)
         user.delete()
-    event_record(type="auth", action="user_delete", user=actor, data=target, ip=ip)
+        event_record(
+            type=EventType.AUTH,
+            action=AuditAction.USER_DELETE,
+            user=actor,
+            data={**target, "sessionsDeleted": sessions},
+            ip=ip,
+            required=True,
+        )
 
 
 def user_authenticate(*, email: str, password: str, ip=None, record_login: bool = True) -> User:
@@ -114,8 +126,8 @@ def user_authenticate(*, email: str, password: str, ip=None, record_login: bool 
         valid = user.check_password(password) and user.is_active
     if not valid:
         event_record(
-            type="auth",
-            action="login_failed",
+            type=EventType.AUTH,
+            action=AuditAction.LOGIN_FAILED,
             user=user,
             user_email=(email or "")[:254],
             data={"email": (email or "")[:254]},
@@ -124,7 +136,7 @@ def user_authenticate(*, email: str, password: str, ip=None, record_login: bool 
         )
         raise Unauthenticated("Invalid email or password")
     if record_login:
-        event_record(type="auth", action="login", user=user, ip=ip)
+        event_record(type=EventType.AUTH, action=AuditAction.LOGIN, user=user, ip=ip)
     return user
 
 
@@ -158,38 +170,48 @@ def api_key_create(
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     now = timezone.now()
-    key = ApiKey.objects.create(
-        user=user,
-        name=name,
-        prefix=prefix,
-        digest=_api_key_digest(secret),
-        created_at=now,
-        expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
-        rotated_from=rotated_from,
-    )
-    if rotated_from is None:
-        event_record(
-            type="auth",
-            action="api_key_create",
-            user=actor or user,
-            data={"keyId": str(key.id), "prefix": prefix, "name": name, "ownerId": str(user.id)},
-            ip=ip,
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            user=user,
+            name=name,
+            prefix=prefix,
+            digest=_api_key_digest(secret),
+            created_at=now,
+            expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
+            rotated_from=rotated_from,
         )
+        # A rotation records itself (api_key_rotate), in the same transaction.
+        if rotated_from is None:
+            event_record(
+                type=EventType.AUTH,
+                action=AuditAction.API_KEY_CREATE,
+                user=actor or user,
+                data={
+                    "keyId": str(key.id),
+                    "prefix": prefix,
+                    "name": name,
+                    "ownerId": str(user.id),
+                },
+                ip=ip,
+                required=True,
+            )
     return key, f"gsk_{prefix}.{secret}"
 
 
 def api_key_revoke(*, key: ApiKey, actor: User, ip=None) -> ApiKey:
     """Revokes for good; a revoked key cannot be brought back."""
     if key.revoked_at is None:
-        key.revoked_at = timezone.now()
-        key.save(update_fields=["revoked_at"])
-        event_record(
-            type="auth",
-            action="api_key_revoke",
-            user=actor,
-            data={"keyId": str(key.id), "prefix": key.prefix, "ownerId": str(key.user_id)},
-            ip=ip,
-        )
+        with transaction.atomic():
+            key.revoked_at = timezone.now()
+            key.save(update_fields=["revoked_at"])
+            event_record(
+                type=EventType.AUTH,
+                action=AuditAction.API_KEY_REVOKE,
+                user=actor,
+                data={"keyId": str(key.id), "prefix": key.prefix, "ownerId": str(key.user_id)},
+                ip=ip,
+                required=True,
+            )
     return key
 
 
@@ -214,20 +236,21 @@ def api_key_rotate(
         if key.expires_at is None or key.expires_at > ends:
             key.expires_at = ends
             key.save(update_fields=["expires_at"])
-    event_record(
-        type="auth",
-        action="api_key_rotate",
-        user=actor,
-        data={
-            "keyId": str(key.id),
-            "newKeyId": str(new_key.id),
-            "prefix": new_key.prefix,
-            "oldPrefix": key.prefix,
-            "graceHours": grace.total_seconds() / 3600,
-            "ownerId": str(key.user_id),
-        },
-        ip=ip,
-    )
+        event_record(
+            type=EventType.AUTH,
+            action=AuditAction.API_KEY_ROTATE,
+            user=actor,
+            data={
+                "keyId": str(key.id),
+                "newKeyId": str(new_key.id),
+                "prefix": new_key.prefix,
+                "oldPrefix": key.prefix,
+                "graceHours": grace.total_seconds() / 3600,
+                "ownerId": str(key.user_id),
+            },
+            ip=ip,
+            required=True,
+        )
     return new_key, raw
 
 

@@ -12,6 +12,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts import serializers as s
+from accounts.authentication import token_user
 from accounts.models import ApiKey, Role, User
 from accounts.permissions import IsAdmin
 from accounts.services import (
@@ -70,9 +71,7 @@ class RefreshView(PublicView):
             refresh = RefreshToken(data["refreshToken"])
         except TokenError as exc:
             raise Unauthenticated("Invalid or expired refresh token") from exc
-        user = User.objects.filter(pk=refresh.get("user_id"), is_active=True).first()
-        if user is None:
-            raise Unauthenticated("This account is unknown or deactivated")
+        user = token_user(refresh)
         access = refresh.access_token
         access["role"] = user.role
         return Response(

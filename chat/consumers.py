@@ -41,6 +41,7 @@ from gemini_server.errors import (
     internal_error_report,
 )
 from gemini_server.groups import MONITORING, session_group, turn_group
+from gemini_server.parsers import json_loads_limited
 from monitoring.models import EventType
 from monitoring.stream import event_matches
 from sessions_app.selectors import session_get, session_to_dict
@@ -144,10 +145,7 @@ class GeminiConsumer(AsyncWebsocketConsumer):
                 raise PayloadTooLarge(
                     f"Frames over {settings.WS_MAX_FRAME_BYTES} bytes are refused"
                 )
-            try:
-                frame = json.loads(text_data)
-            except json.JSONDecodeError as exc:
-                raise BadRequest(f"Malformed JSON: {exc.msg}") from exc
+            frame = json_loads_limited(text_data)
             if not isinstance(frame, dict):
                 raise ValidationFailed(
                     "A frame is an object",

@@ -7,6 +7,7 @@ from django.utils import timezone
 from chat.agent.history import parts_text
 from chat.models import Checkpoint, Message
 from gemini_server.errors import Conflict, NotFound
+from monitoring.models import AuditAction
 from monitoring.services import event_record
 from sessions_app.models import Session
 
@@ -25,7 +26,7 @@ def history_clear(*, session: Session, actor, ip=None) -> int:
     # The audit trail keeps its record of what was said; only the conversation is emptied.
     event_record(
         type="chat",
-        action="history_clear",
+        action=AuditAction.HISTORY_CLEAR,
         user=actor,
         session_id=session.id,
         data={"deleted": count},
@@ -61,7 +62,7 @@ def checkpoint_save(*, session: Session, tag: str, actor, ip=None) -> Checkpoint
         )
     event_record(
         type="chat",
-        action="checkpoint_save",
+        action=AuditAction.CHECKPOINT_SAVE,
         user=actor,
         session_id=session.id,
         data={"tag": tag, "messages": len(checkpoint.history)},
@@ -95,7 +96,7 @@ def checkpoint_load(*, session: Session, tag: str, actor, ip=None) -> int:
         )
     event_record(
         type="chat",
-        action="checkpoint_load",
+        action=AuditAction.CHECKPOINT_LOAD,
         user=actor,
         session_id=session.id,
         data={"tag": tag, "messages": len(checkpoint.history)},

@@ -5,6 +5,7 @@ import time
 from chat.agent.events import call_id_new
 from chat.agent.tools import ToolContext, tool_lookup, tool_run
 from gemini_server.errors import Gone, NotFound
+from monitoring.models import AuditAction
 from monitoring.services import aevent_record
 from sessions_app.models import Session
 from sessions_app.workspace import session_workspace
@@ -67,7 +68,7 @@ async def tool_call_record(
     """The audit record of one tool call, whether the model or a user asked for it."""
     await aevent_record(
         type="tool",
-        action="call",
+        action=AuditAction.TOOL_CALL,
         user=user,
         session_id=session.id,
         data={

@@ -676,7 +676,11 @@ async def model_method(request: web.Request) -> web.StreamResponse:
     except DirectiveError as exc:
         return error_response(400, f"Invalid [[fake:...]] directive: {exc}")
     if step.error is not None:
-        return json_response(step.error.body(), status=step.error.code)
+        # Google's errors may quote the request, its API key included: "{apiKey}" stands for it.
+        payload = step.error.body()
+        key = request.headers.get("x-goog-api-key") or request.query.get("key") or ""
+        payload["error"]["message"] = payload["error"]["message"].replace("{apiKey}", key)
+        return json_response(payload, status=step.error.code)
     if streaming:
         if request.query.get("alt") != "sse":
             return error_response(400, "This fake only serves streamGenerateContent with alt=sse.")

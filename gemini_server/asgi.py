@@ -17,6 +17,21 @@ from gemini_server.routing import websocket_urlpatterns  # noqa: E402
 # The admin console and Swagger UI need their static files; daphne serves none by itself.
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
+
+def _daphne_leaves_bodies_to_django() -> None:
+    """Twisted, under daphne, parses POST form bodies for itself before Django sees them, and
+    answers a multipart body with a bad boundary with a bare 400 and no body. Nothing here reads
+    Twisted's parse (Django reads the body), so daphne's requests are told not to make it."""
+    try:
+        from daphne.http_protocol import WebRequest
+    except ImportError:  # served by another ASGI server
+        return
+    # Twisted assigns this per request in __init__; a property that ignores the assignment keeps it off.
+    WebRequest._parsePOSTFormSubmission = property(lambda request: False, lambda request, _: None)
+
+
+_daphne_leaves_bodies_to_django()
+
 application = ProtocolTypeRouter(
     {
         "http": http_app,

@@ -12,6 +12,8 @@ from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
+from gemini_server.scrub import secrets_scrub, secrets_scrub_all
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,7 +31,8 @@ class ApiError(Exception):
         super().__init__(self.message)
 
     def body(self) -> dict:
-        return error_body(self.code, self.message, self.details)
+        # The message may quote an upstream service, which may quote a secret of ours.
+        return error_body(self.code, secrets_scrub(self.message), secrets_scrub_all(self.details))
 
 
 class BadRequest(ApiError):
@@ -127,6 +130,15 @@ def _validation_details(detail) -> dict:
     return {"body": [str(m) for m in messages]}
 
 
+def detail_text(detail) -> str:
+    """A DRF exception's detail as a sentence: simplejwt and others put dicts and lists there."""
+    if isinstance(detail, dict):
+        detail = detail.get("detail", next(iter(detail.values()), ""))
+    if isinstance(detail, (list, tuple)):
+        return " ".join(detail_text(item) for item in detail)
+    return str(detail)
+
+
 def api_error_from_exception(exc: Exception) -> ApiError:
     """Maps any exception that reaches a transport to the ApiError a client should see."""
     if isinstance(exc, ApiError):
@@ -136,11 +148,18 @@ def api_error_from_exception(exc: Exception) -> ApiError:
     if isinstance(exc, drf.Throttled):
         return RateLimited(retry_after=exc.wait or 1)
     if isinstance(exc, drf.ParseError):
-        return BadRequest(f"Malformed request body: {exc.detail}")
+        return BadRequest(f"Malformed request body: {detail_text(exc.detail)}")
+    if isinstance(exc, drf.UnsupportedMediaType):
+        # The contract's code for a body the server cannot read is bad_request, with its 400.
+        content_type = str(exc.args[0] if exc.args else "")[:200]
+        return BadRequest(
+            f'Unsupported content type "{content_type}"; send application/json',
+            details={"contentType": content_type},
+        )
     if isinstance(exc, drf.ValidationError):
         return ValidationFailed(details=_validation_details(exc.detail))
     if isinstance(exc, (drf.NotAuthenticated, drf.AuthenticationFailed)):
-        return Unauthenticated(str(exc.detail))
+        return Unauthenticated(detail_text(exc.detail))
     if isinstance(exc, (drf.PermissionDenied, DjangoPermissionDenied)):
         return Forbidden()
     if isinstance(exc, (drf.NotFound, Http404)):
@@ -148,7 +167,7 @@ def api_error_from_exception(exc: Exception) -> ApiError:
     if isinstance(exc, RequestDataTooBig):
         return PayloadTooLarge("The request body is too large")
     if isinstance(exc, drf.APIException):
-        error = BadRequest(str(exc.detail))
+        error = BadRequest(detail_text(exc.detail))
         error.status = exc.status_code
         return error
     if isinstance(exc, SuspiciousOperation):
@@ -158,13 +177,13 @@ def api_error_from_exception(exc: Exception) -> ApiError:
 
 def internal_error_report(exc: Exception, *, request=None) -> None:
     """Logs an unexpected failure with its trace and records it for the admins, never for the client."""
-    from monitoring.services import event_record
+    from monitoring.models import AuditAction
+    from monitoring.services import error_record
 
     logger.error("Unhandled error", exc_info=exc)
     path = getattr(request, "path", "")
-    event_record(
-        type="error",
-        action="internal_error",
+    error_record(
+        action=AuditAction.INTERNAL_ERROR,
         user=_request_user(request),
         data={
             "path": path,

@@ -37,11 +37,33 @@ _DEV_SECRET_KEY = "dev-only-secret-key-change-me-0123456789-abcdefghijklmnopqrst
 _DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789-abcdefghijklmnopqrstuvwxyz"
 SECRET_KEY = env("SECRET_KEY", default=_DEV_SECRET_KEY)
 JWT_SECRET = env("JWT_SECRET", default=_DEV_JWT_SECRET)
+# Values that only stand in for a secret: .env.example's and the README's.
+_PLACEHOLDER_SECRETS = {
+    _DEV_SECRET_KEY,
+    _DEV_JWT_SECRET,
+    "change-me-to-a-long-random-string-of-at-least-fifty-characters",
+    "change-me-to-another-long-random-string-of-fifty-characters",
+    "your-secret",
+}
+
+
+def secret_is_placeholder(value: str) -> bool:
+    """An empty value, a documented placeholder, or anything still saying change-me / dev-only."""
+    lowered = value.strip().lower()
+    return (
+        not lowered
+        or value in _PLACEHOLDER_SECRETS
+        or any(marker in lowered for marker in ("change-me", "changeme", "dev-only"))
+    )
+
+
 if not DEBUG:
-    if SECRET_KEY == _DEV_SECRET_KEY or not SECRET_KEY:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DJANGO_DEBUG is false.")
-    if JWT_SECRET == _DEV_JWT_SECRET or not JWT_SECRET:
-        raise ImproperlyConfigured("JWT_SECRET must be set when DJANGO_DEBUG is false.")
+    for _name, _value in (("SECRET_KEY", SECRET_KEY), ("JWT_SECRET", JWT_SECRET)):
+        if secret_is_placeholder(_value):
+            raise ImproperlyConfigured(
+                f"{_name} must be set to a secret of your own when DJANGO_DEBUG is false "
+                "(not empty, not a development value, not .env.example's placeholder)."
+            )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", default=["*"] if DEBUG else ["localhost", "127.0.0.1"])
 PORT = env.int("PORT", default=3000)
@@ -237,7 +259,9 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", default=[])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # Upstream errors and traces may quote a secret of the server's; the log never shows it.
+    "filters": {"secrets": {"()": "gemini_server.scrub.SecretsLogFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["secrets"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
@@ -280,3 +304,7 @@ MONITORING_ENABLED = env.bool("MONITORING_ENABLED", default=True)
 WS_AUTH_TIMEOUT_SECONDS = env.float("WS_AUTH_TIMEOUT_SECONDS", default=10)
 WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=1024 * 1024)
 SERVE_STATIC = env.bool("SERVE_STATIC", default=True)
+# Error events without a signed-in user, per minute: from one address, and from everyone. Past
+# these, one `error_flood` event says so and the rest go to the log only (anyone can cause them).
+ANON_ERROR_EVENTS_PER_IP = env.int("ANON_ERROR_EVENTS_PER_IP", default=10)
+ANON_ERROR_EVENTS_MAX = env.int("ANON_ERROR_EVENTS_MAX", default=100)

@@ -5,7 +5,7 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 
 from gemini_server.clock import iso_utc
-from monitoring.models import Event
+from monitoring.models import AuditAction, Event, EventType
 
 
 def event_to_dict(event: Event) -> dict:
@@ -91,7 +91,9 @@ def _token_sum(field: str) -> Sum:
 def tokens_by_user() -> list[dict]:
     """Token use per user, summed over the model answers recorded in the trail."""
     rows = (
-        Event.objects.filter(type="chat", action="model_response", user__isnull=False)
+        Event.objects.filter(
+            type=EventType.CHAT, action=AuditAction.MODEL_RESPONSE, user__isnull=False
+        )
         .values("user_id", "user_email")
         .annotate(
             promptTokens=_token_sum("promptTokens"),

@@ -2,15 +2,20 @@
 
 import asyncio
 import logging
+import time
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.cache import cache
+from django.core.cache.backends.locmem import LocMemCache
 from django.db import transaction
 
 from gemini_server.groups import MONITORING
-from monitoring.models import Event
+from gemini_server.scrub import secrets_scrub_all
+from gemini_server.storable import storable, storable_text
+from monitoring.models import ACTION_TYPES, AuditAction, Event, EventType
 from monitoring.redaction import redact
 from monitoring.selectors import event_to_dict
 
@@ -20,19 +25,26 @@ logger = logging.getLogger(__name__)
 def event_record(
     *,
     type: str,
-    action: str,
+    action: AuditAction | str,
     user=None,
     user_email: str = "",
     session_id=None,
     data: dict | None = None,
     ip: str | None = None,
     secrets: tuple[str, ...] = (),
+    required: bool = False,
 ) -> Event | None:
     """Writes one audit event and publishes it once committed.
 
-    Recording never fails the caller: a write that fails is logged and dropped. `secrets` names
-    values that must not be stored even where they appear inside free text.
+    Called inside the caller's transaction, the row commits or rolls back with the change it
+    records. `required` is for changes: a row that cannot be written raises, so the caller's
+    transaction (and its change) rolls back too. Otherwise recording never fails the caller: a
+    failed write is logged and dropped. `secrets` names values that must not be stored even
+    where they appear inside free text; the server's own secrets never are.
     """
+    action = AuditAction(action)
+    if ACTION_TYPES[action] != type:
+        raise ValueError(f"The action {action.value!r} is recorded as {ACTION_TYPES[action]!r}")
     if not settings.MONITORING_ENABLED:
         return None
     try:
@@ -42,16 +54,86 @@ def event_record(
                 type=type,
                 action=action,
                 user=user,
-                user_email=user_email or (getattr(user, "email", "") or ""),
+                user_email=storable_text(user_email or (getattr(user, "email", "") or ""))[:254],
                 session_id=session_id,
-                data=redact(data or {}, secrets=secrets),
+                data=secrets_scrub_all(redact(storable(data or {}), secrets=secrets)),
                 ip=ip,
             )
     except Exception:
-        logger.exception("Could not record the %s.%s event", type, action)
+        if required:
+            raise
+        logger.exception("Could not record the %s.%s event", type, action.value)
         return None
     transaction.on_commit(lambda: event_publish(event))
     return event
+
+
+# Error events nobody is signed in for: anyone can cause them, so each address, and everyone
+# together, gets a budget per window; past it one error_flood row says so and the rest are counted
+# in the log only. Authenticated errors are bounded by the per-user request rate limit.
+ERROR_WINDOW_SECONDS = 60
+# Where the shared cache (Redis) fails, each process keeps its own count: still a bound.
+_local_counts = LocMemCache("anonymous-error-budget", {"OPTIONS": {"MAX_ENTRIES": 10_000}})
+
+
+def _window_count(name: str) -> int:
+    """How many times `name` was counted in this window, this time included."""
+    key = f"audit-errors:{name}:{int(time.time() // ERROR_WINDOW_SECONDS)}"
+    try:
+        return _count(cache, key)
+    except Exception:
+        logger.warning("The shared cache failed; counting error events in this process")
+        return _count(_local_counts, key)
+
+
+def _count(store, key: str) -> int:
+    store.add(key, 0, timeout=ERROR_WINDOW_SECONDS * 2)
+    return store.incr(key)
+
+
+def _anonymous_error_verdict(ip: str | None) -> str | None:
+    """What to do with one more anonymous error: record it, write the one error_flood row
+    ("flood-ip" or "flood-all"), or nothing (None) when its budget is spent."""
+    per_ip = _window_count(f"ip:{ip or 'unknown'}")
+    if per_ip > settings.ANON_ERROR_EVENTS_PER_IP + 1:
+        return None
+    total = _window_count("all")
+    if total > settings.ANON_ERROR_EVENTS_MAX:
+        return "flood-all" if total == settings.ANON_ERROR_EVENTS_MAX + 1 else None
+    return "record" if per_ip <= settings.ANON_ERROR_EVENTS_PER_IP else "flood-ip"
+
+
+def error_record(
+    *, action: AuditAction | str, user=None, session_id=None, data: dict | None = None, ip=None
+) -> Event | None:
+    """Records an error event; without a user, within the anonymous error budget."""
+    if user is None and settings.MONITORING_ENABLED:
+        verdict = _anonymous_error_verdict(ip)
+        if verdict is None:
+            logger.warning("Error event %s from %s not recorded: over budget", action, ip)
+            return None
+        if verdict != "record":
+            scope = "address" if verdict == "flood-ip" else "everyone"
+            limit = (
+                settings.ANON_ERROR_EVENTS_PER_IP
+                if verdict == "flood-ip"
+                else settings.ANON_ERROR_EVENTS_MAX
+            )
+            logger.warning("Anonymous error events from %s over budget: %s", scope, ip)
+            return event_record(
+                type=EventType.ERROR,
+                action=AuditAction.ERROR_FLOOD,
+                data={
+                    "scope": scope,
+                    "limit": limit,
+                    "windowSeconds": ERROR_WINDOW_SECONDS,
+                    "first": {"action": str(action), **(data or {})},
+                },
+                ip=ip,
+            )
+    return event_record(
+        type=EventType.ERROR, action=action, user=user, session_id=session_id, data=data, ip=ip
+    )
 
 
 async def aevent_record(**kwargs) -> Event | None:

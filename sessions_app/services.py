@@ -24,6 +24,7 @@ from gemini_server.errors import (
     PayloadTooLarge,
     ValidationFailed,
 )
+from monitoring.models import AuditAction, EventType
 from monitoring.services import event_record
 from sessions_app.models import Session
 from sessions_app.workspace import (
@@ -62,22 +63,30 @@ def session_create(*, user, config: dict | None = None, ip=None) -> Session:
             last_activity_at=now,
             expires_at=now + session_ttl(),
         )
-        # Inside the transaction: if the directory cannot be made, the row is rolled back.
+        event_record(
+            type=EventType.SESSION,
+            action=AuditAction.SESSION_CREATE,
+            user=user,
+            session_id=session.id,
+            data={"title": title, "config": config},
+            ip=ip,
+            required=True,
+        )
+        # Last in the transaction: if the directory cannot be made, the row and its record are
+        # rolled back; if they cannot be written, no directory is made.
         workspace_create(session)
-    event_record(
-        type="session",
-        action="create",
-        user=user,
-        session_id=session.id,
-        data={"title": title, "config": config},
-        ip=ip,
-    )
     return session
 
 
 def session_update(
-    *, session: Session, title: str | None = None, config: dict | None = None
+    *,
+    session: Session,
+    title: str | None = None,
+    config: dict | None = None,
+    actor=None,
+    ip=None,
 ) -> Session:
+    """Changes the title and merges `config` into the session's; recorded with what changed."""
     fields = []
     if title is not None:
         session.title = title
@@ -90,7 +99,17 @@ def session_update(
         session.config = {**session.config, **config}
         fields.append("config")
     if fields:
-        session.save(update_fields=sorted(set(fields)))
+        with transaction.atomic():
+            session.save(update_fields=sorted(set(fields)))
+            event_record(
+                type=EventType.SESSION,
+                action=AuditAction.SESSION_UPDATE,
+                user=actor,
+                session_id=session.id,
+                data={"title": session.title, "config": config or {}},
+                ip=ip,
+                required=True,
+            )
     return session
 
 
@@ -98,15 +117,17 @@ def session_extend(*, session: Session, actor, hours: float, ip=None) -> Session
     """Moves the expiry `hours` past now (or past the current expiry, when that is later)."""
     base = max(session.expires_at, timezone.now())
     session.expires_at = base + timedelta(hours=hours)
-    session.save(update_fields=["expires_at"])
-    event_record(
-        type="session",
-        action="extend",
-        user=actor,
-        session_id=session.id,
-        data={"hours": hours, "expiresAt": iso_utc(session.expires_at)},
-        ip=ip,
-    )
+    with transaction.atomic():
+        session.save(update_fields=["expires_at"])
+        event_record(
+            type=EventType.SESSION,
+            action=AuditAction.SESSION_EXTEND,
+            user=actor,
+            session_id=session.id,
+            data={"hours": hours, "expiresAt": iso_utc(session.expires_at)},
+            ip=ip,
+            required=True,
+        )
     return session
 
 
@@ -148,7 +169,14 @@ def session_delete(*, session: Session, actor, ip=None, force: bool = False) -> 
             )
         session_id = locked.id
         _session_remove(locked)
-    event_record(type="session", action="delete", user=actor, session_id=session_id, ip=ip)
+        event_record(
+            type=EventType.SESSION,
+            action=AuditAction.SESSION_DELETE,
+            user=actor,
+            session_id=session_id,
+            ip=ip,
+            required=True,
+        )
 
 
 def session_delete_all_for_user(*, user) -> int:
@@ -176,11 +204,12 @@ def sessions_expire(*, now=None) -> int:
             if session is None or session.turn_is_live(now):
                 continue
             event_record(
-                type="session",
-                action="expire",
+                type=EventType.SESSION,
+                action=AuditAction.SESSION_EXPIRE,
                 user=session.user,
                 session_id=session.id,
                 data={"expiresAt": iso_utc(session.expires_at)},
+                required=True,
             )
             _session_remove(session)
         count += 1
@@ -323,8 +352,8 @@ def workspace_file_write(
     session_touch(session=session)
     entry = _entry(posixpath.basename(shown), shown, outcome.stat)
     event_record(
-        type="session",
-        action="file_upload",
+        type=EventType.SESSION,
+        action=AuditAction.FILE_UPLOAD,
         user=actor,
         session_id=session.id,
         data={"path": shown, "size": len(content), "created": outcome.created},
@@ -344,8 +373,8 @@ def workspace_file_delete(*, session: Session, path: str | None, actor, ip=None)
             raise BadRequest("The workspace itself cannot be deleted", details={"path": path})
         workspace.remove(path)
     event_record(
-        type="session",
-        action="file_delete",
+        type=EventType.SESSION,
+        action=AuditAction.FILE_DELETE,
         user=actor,
         session_id=session.id,
         data={"path": shown},

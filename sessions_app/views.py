@@ -83,7 +83,13 @@ class SessionDetailView(SessionView):
     def patch(self, request, session_id):
         session = self.session(request, session_id, write=True)
         data = validated(s.SessionUpdateSerializer, request.data)
-        session_update(session=session, title=data.get("title"), config=data.get("config"))
+        session_update(
+            session=session,
+            title=data.get("title"),
+            config=data.get("config"),
+            actor=request.user,
+            ip=request_ip(request),
+        )
         return Response({"session": session_to_dict(self.session(request, session_id, write=True))})
 
     @extend_schema(responses={204: None}, tags=["sessions"])

@@ -1,8 +1,11 @@
-"""Edges of the contract's error shape: oversized bodies, unknown paths in debug, stale turns."""
+"""Edges of the contract's error shape: oversized and deep bodies, bad credentials and multipart,
+unknown paths in debug, stale turns, and an error audit that stays bounded under a flood."""
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
+from monitoring.models import Event
 from sessions_app.models import Session
 from sessions_app.services import session_create
 
@@ -68,3 +71,198 @@ def test_cancel_frees_a_session_whose_turn_process_died(auth_client, user):
     assert cancel.status_code == 200
     assert Session.objects.get(pk=session.pk).turn_id is None
     assert clear.status_code == 200
+
+
+# JSON nesting: a 400, never a RecursionError, on every JSON endpoint and on sockets.
+
+DEEP = "[" * 40_000
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/api/v1/auth/login"),
+        ("post", "/api/v1/auth/refresh"),
+        ("post", "/api/v1/auth/api-key"),
+        ("post", "/api/v1/sessions"),
+        ("post", "/api/v1/chat/confirm"),
+        ("delete", "/api/v1/chat/clear"),
+    ],
+)
+def test_deeply_nested_json_is_a_400_and_writes_no_event(api_client, auth_client, method, path):
+    client = api_client if path.startswith("/api/v1/auth") else auth_client
+
+    response = getattr(client, method)(path, data=DEEP, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
+    assert "nested" in response.json()["error"]["message"]
+    assert not Event.objects.filter(type="error").exists()
+
+
+def test_json_nested_just_past_the_limit_is_refused_and_at_the_limit_is_read(auth_client):
+    from gemini_server.parsers import JSON_MAX_DEPTH
+
+    def config(depth):  # {"config": {"title": [[...]]}}: the object and `config` are two levels
+        return '{"config": {"title": ' + "[" * (depth - 2) + "]" * (depth - 2) + "}}"
+
+    too_deep = auth_client.post(
+        "/api/v1/sessions", data=config(JSON_MAX_DEPTH + 1), content_type="application/json"
+    )
+    at_limit = auth_client.post(
+        "/api/v1/sessions", data=config(JSON_MAX_DEPTH), content_type="application/json"
+    )
+
+    assert too_deep.status_code == 400
+    assert too_deep.json()["error"]["details"] == {"maxDepth": JSON_MAX_DEPTH}
+    # Read, then refused by validation: a title is text.
+    assert at_limit.status_code == 400
+    assert at_limit.json()["error"]["code"] == "validation_error"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ('{"email": NaN}', "NaN is not valid JSON"),
+        ("{", "Expecting property name"),
+        (b'{"email": "\xff"}', "not utf-8 text"),
+    ],
+)
+def test_malformed_json_is_a_400_that_says_why(api_client, body, reason):
+    response = api_client.post("/api/v1/auth/login", data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
+    assert reason in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_deeply_nested_websocket_frame_is_an_error_event_and_the_socket_stays_open(user):
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from accounts.services import token_pair_issue
+    from gemini_server.asgi import application
+
+    token = (await sync_to_async(token_pair_issue)(user=user))["accessToken"]
+    socket = WebsocketCommunicator(application, f"/ws/?token={token}")
+    assert (await socket.connect())[0]
+    assert (await socket.receive_json_from())["event"] == "authenticated"
+
+    await socket.send_to(text_data=DEEP)
+    error = await socket.receive_json_from()
+    await socket.send_json_to({"event": "ping"})
+    pong = await socket.receive_json_from()
+    await socket.disconnect()
+
+    assert error["event"] == "error"
+    assert error["data"]["code"] == "bad_request" and "nested" in error["data"]["message"]
+    assert pong["event"] == "pong"
+    assert not await Event.objects.filter(type="error").aexists()
+
+
+# The error audit stays bounded when anyone floods the server with failing requests.
+
+
+@pytest.fixture
+def flood_settings(settings):
+    settings.ROOT_URLCONF = "tests.failing_urls"
+    settings.RATE_LIMIT_MAX_REQUESTS = 10_000  # the audit's own bound is under test, not the 429s
+    settings.ANON_ERROR_EVENTS_PER_IP = 10
+    settings.ANON_ERROR_EVENTS_MAX = 100
+    return settings
+
+
+def test_500_failing_requests_from_one_address_write_a_bounded_number_of_rows(flood_settings):
+    client = Client(raise_request_exception=False, REMOTE_ADDR="203.0.113.9")
+
+    statuses = {client.get("/test-failures/api").status_code for _ in range(500)}
+
+    assert statuses == {500}
+    errors = Event.objects.filter(type="error", action="internal_error")
+    floods = Event.objects.filter(type="error", action="error_flood")
+    assert errors.count() == 10
+    assert floods.count() == 1
+    flood = floods.get()
+    assert flood.ip == "203.0.113.9"
+    assert flood.data["scope"] == "address" and flood.data["limit"] == 10
+    assert flood.data["first"]["action"] == "internal_error"
+
+
+def test_500_failing_requests_from_500_addresses_write_a_bounded_number_of_rows(flood_settings):
+    for n in range(500):
+        client = Client(raise_request_exception=False, REMOTE_ADDR=f"198.51.{n // 250}.{n % 250}")
+        assert client.get("/test-failures/plain").status_code == 500
+
+    assert Event.objects.filter(type="error", action="internal_error").count() == 100
+    flood = Event.objects.get(type="error", action="error_flood")
+    assert flood.data["scope"] == "everyone" and flood.data["limit"] == 100
+
+
+def test_a_signed_in_users_errors_are_all_recorded(flood_settings, user):
+    from django.contrib.auth import get_user_model
+
+    client = Client(raise_request_exception=False)
+    client.force_login(get_user_model().objects.get(pk=user.pk))
+
+    for _ in range(30):
+        client.get("/test-failures/plain")
+
+    assert Event.objects.filter(type="error", action="internal_error", user=user).count() == 30
+    assert not Event.objects.filter(action="error_flood").exists()
+
+
+# Bodies of other types: a 400 in the contract's shape, from daphne too (Twisted used to answer a
+# bad multipart boundary itself, with an empty 400).
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data; boundary=",
+        'multipart/form-data; boundary="',
+        "multipart/form-data",
+        "application/x-www-form-urlencoded",
+        "text/plain",
+    ],
+)
+def test_a_body_that_is_not_json_is_a_400_that_says_so(api_client, content_type):
+    response = api_client.post("/api/v1/auth/login", data=b"--x\r\nfoo", content_type=content_type)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "bad_request"
+    assert error["message"].startswith("Unsupported content type")
+    assert error["details"] == {"contentType": content_type}
+
+
+def live_post(url: str, content_type: str, body: bytes) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as failure:
+        return failure.code, failure.read()
+
+
+def test_daphne_answers_a_bad_multipart_body_in_the_contracts_shape(daphne_servers):
+    import json
+
+    base_url = daphne_servers()
+
+    for content_type in (
+        "multipart/form-data; boundary=",
+        "multipart/form-data; boundary=é",
+        "multipart/form-data",
+    ):
+        status, body = live_post(
+            f"{base_url}/api/v1/auth/login", content_type, b"--x\r\nContent-Disposition: bad\r\n"
+        )
+
+        assert status == 400, content_type
+        assert json.loads(body)["error"]["code"] == "bad_request"

@@ -39,6 +39,8 @@ from chat.turns.store import message_store
 from gemini_server.groups import turn_group
 from gemini_server.layer import STOP as RECEIVER_STOP
 from gemini_server.layer import receiver_stop
+from gemini_server.scrub import secrets_scrub
+from monitoring.models import AuditAction
 from monitoring.services import aevent_record
 from sessions_app.models import ApprovalMode, Session
 from sessions_app.workspace import PathRefused, Workspace, session_workspace
@@ -81,7 +83,7 @@ def upstream_failure(exc: BaseException) -> TurnStopped:
     if isinstance(exc, GeminiNotConfigured):
         return TurnStopped("upstream_unavailable", str(exc), extra={"reason": "not_configured"})
     if isinstance(exc, genai_errors.APIError):
-        message = exc.message or str(exc)
+        message = secrets_scrub(exc.message or str(exc))
         if exc.code == 429:
             return TurnStopped(
                 "rate_limited",
@@ -302,9 +304,9 @@ class Turn:
         )
         await aevent_record(
             type="error",
-            action="upstream_failure"
+            action=AuditAction.UPSTREAM_FAILURE
             if stop.code.startswith(("upstream", "rate"))
-            else "turn_error",
+            else AuditAction.TURN_ERROR,
             user=self.user,
             session_id=self.session.id,
             data={"code": stop.code, "message": stop.message, **stop.extra},

@@ -6,6 +6,8 @@ from django.utils import timezone
 
 from chat.agent.history import parts_text
 from chat.models import Message, MessageRole
+from gemini_server.storable import storable
+from monitoring.models import AuditAction
 from monitoring.services import event_record
 from sessions_app.models import Session
 from sessions_app.services import session_ttl
@@ -27,7 +29,7 @@ def message_store(
 
     Returns None if the session was deleted meanwhile (nothing to attach the step to).
     """
-    usage = usage or {}
+    usage, parts = usage or {}, storable(parts)  # a NUL from the model is kept, as text
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -65,6 +67,6 @@ def message_store(
             "finishReason": finish_reason,
             "model": session.model_name,
         }
-    action = "user_message" if role == MessageRole.USER else "model_response"
+    action = AuditAction.USER_MESSAGE if role == MessageRole.USER else AuditAction.MODEL_RESPONSE
     event_record(type="chat", action=action, user=user, session_id=session.id, data=data, ip=ip)
     return message

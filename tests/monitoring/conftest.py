@@ -18,6 +18,14 @@ from tests.chat.conftest import scripted
 from tests.conftest import PASSWORD
 
 WRONG_PASSWORD = "not-the-password-Zq81x"
+# An action of each event type, for tests that need an event and do not care which.
+TYPICAL_ACTION = {
+    "chat": "user_message",
+    "tool": "call",
+    "session": "update",
+    "error": "turn_error",
+    "auth": "login",
+}
 WRITE = {"calls": [{"name": "write_file", "args": {"file_path": "out.txt", "content": "hi\n"}}]}
 
 

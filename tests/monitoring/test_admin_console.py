@@ -17,6 +17,7 @@ from chat.turns.store import message_store
 from monitoring.models import Event
 from monitoring.services import event_record
 from sessions_app.services import session_create
+from tests.monitoring.conftest import TYPICAL_ACTION
 
 pytestmark = pytest.mark.django_db
 
@@ -31,8 +32,14 @@ def shown(response) -> list[Event]:
     return list(response.context["cl"].result_list)
 
 
-def record(type="chat", action="note", user=None, session_id=None, at=None, **data) -> Event:
-    event = event_record(type=type, action=action, user=user, session_id=session_id, data=data)
+def record(type="chat", action=None, user=None, session_id=None, at=None, **data) -> Event:
+    event = event_record(
+        type=type,
+        action=action or TYPICAL_ACTION[type],
+        user=user,
+        session_id=session_id,
+        data=data,
+    )
     if at is not None:
         Event.objects.filter(pk=event.pk).update(created_at=at)
         event.refresh_from_db()
@@ -190,10 +197,10 @@ def test_the_change_page_is_read_only(admin_client, user):
     html = page.content.decode()
     assert "as it was" in html
     assert 'name="_save"' not in html and 'name="_continue"' not in html
-    assert '<div class="readonly">note</div>' in html
+    assert '<div class="readonly">user_message</div>' in html
     assert posted.status_code == 403
     event.refresh_from_db()
-    assert event.action == "note" and event.data == {"text": "as it was"}
+    assert event.action == "user_message" and event.data == {"text": "as it was"}
 
 
 def test_events_cannot_be_deleted(admin_client, user):
@@ -361,7 +368,7 @@ async def test_an_engineer_cannot_subscribe(user):
 
     await socket.send_json_to({"event": "monitoring:subscribe", "data": {}})
     answer = await frame_named(socket, "error")
-    await sync_to_async(event_record)(type="chat", action="note", user=user)
+    await sync_to_async(event_record)(type="chat", action="user_message", user=user)
     nothing_more = await socket.receive_nothing(timeout=0.5)
     await socket.disconnect()
 

@@ -17,6 +17,7 @@ from sessions_app.services import session_create
 from tests.asgi_http import asgi_request
 from tests.chat.conftest import scripted
 from tests.conftest import PASSWORD, client_for
+from tests.monitoring.conftest import TYPICAL_ACTION
 
 pytestmark = pytest.mark.django_db
 
@@ -29,8 +30,14 @@ ENDPOINTS = [
 ]
 
 
-def record(type="chat", action="note", user=None, session_id=None, at=None, **data) -> Event:
-    event = event_record(type=type, action=action, user=user, session_id=session_id, data=data)
+def record(type="chat", action=None, user=None, session_id=None, at=None, **data) -> Event:
+    event = event_record(
+        type=type,
+        action=action or TYPICAL_ACTION[type],
+        user=user,
+        session_id=session_id,
+        data=data,
+    )
     if at is not None:
         Event.objects.filter(pk=event.pk).update(created_at=at)
         event.refresh_from_db()
@@ -136,7 +143,7 @@ def test_limit_bounds_themselves_are_accepted(admin_api_client):
 
 
 def test_default_limit_is_100(admin_api_client):
-    Event.objects.bulk_create(Event(type="chat", action="note") for _ in range(101))
+    Event.objects.bulk_create(Event(type="chat", action="user_message") for _ in range(101))
 
     response = admin_api_client.get(EVENTS)
 
@@ -261,7 +268,7 @@ def test_disabled_monitoring_records_nothing_and_answers_empty(
         "/api/v1/auth/login", {"email": user.email, "password": PASSWORD}, format="json"
     )
     created = client_for(user).post("/api/v1/sessions", {}, format="json")
-    assert event_record(type="chat", action="note", user=user) is None
+    assert event_record(type="chat", action="user_message", user=user) is None
 
     assert login.status_code == 200 and created.status_code == 201
     assert Event.objects.count() == before
@@ -441,7 +448,7 @@ def test_named_secrets_are_cut_out_wherever_they_appear():
     assert cleaned == {"email": f"{REDACTED}@example.com", "n": 1}
 
 
-# The recorder never fails its caller.
+# An observation's record never fails its caller; a change and its record commit together.
 
 
 def test_a_failing_insert_does_not_fail_the_login(monkeypatch, api_client, user, caplog):
@@ -454,13 +461,24 @@ def test_a_failing_insert_does_not_fail_the_login(monkeypatch, api_client, user,
         response = api_client.post(
             "/api/v1/auth/login", {"email": user.email, "password": PASSWORD}, format="json"
         )
-        created = client_for(user).post("/api/v1/sessions", {}, format="json")
 
     assert response.status_code == 200 and response.json()["accessToken"]
-    assert created.status_code == 201
-    assert Session.objects.filter(pk=created.json()["sessionId"]).exists()
     assert Event.objects.count() == 0
     assert "Could not record the auth.login event" in caplog.text
+
+
+def test_a_change_whose_audit_row_cannot_be_written_does_not_happen(monkeypatch, user, settings):
+    def broken_insert(**kwargs):
+        raise RuntimeError("database is on fire")
+
+    monkeypatch.setattr(Event.objects, "create", broken_insert)
+
+    created = client_for(user).post("/api/v1/sessions", {}, format="json")
+
+    assert created.status_code == 500
+    assert created.json()["error"]["code"] == "internal"
+    assert not Session.objects.exists()
+    assert not (settings.WORKSPACES_ROOT / str(user.id)).exists()
 
 
 # Every 500 is recorded, without the trace or the exception's message.

@@ -11,12 +11,13 @@ from django.utils import timezone
 
 from monitoring.models import Event
 from monitoring.services import event_record
+from tests.monitoring.conftest import TYPICAL_ACTION
 
 pytestmark = pytest.mark.django_db
 
 
-def record(at, type="chat", action="note", user=None, **data) -> Event:
-    event = event_record(type=type, action=action, user=user, data=data)
+def record(at, type="chat", action=None, user=None, **data) -> Event:
+    event = event_record(type=type, action=action or TYPICAL_ACTION[type], user=user, data=data)
     Event.objects.filter(pk=event.pk).update(created_at=at)
     event.refresh_from_db()
     return event

@@ -90,7 +90,7 @@ async def test_last_event_id_replays_what_was_missed_then_goes_live(story_runner
     subscriber = await Subscriber(
         token, frames=len(missed) + 1, headers={"Last-Event-ID": rows[k - 1]["id"]}
     ).ready()
-    live = await sync_to_async(event_record)(type="chat", action="note", user=user)
+    live = await sync_to_async(event_record)(type="chat", action="user_message", user=user)
     response = await subscriber.result()
 
     assert len(missed) == len(story.expected) - k
@@ -114,10 +114,10 @@ async def test_last_event_id_of_the_newest_event_replays_nothing(admin_user, use
 
 
 async def test_replay_honours_the_filters(admin_user, user, other_user):
-    first = await sync_to_async(event_record)(type="chat", action="note", user=user)
+    first = await sync_to_async(event_record)(type="chat", action="user_message", user=user)
     missed_tool = await sync_to_async(event_record)(type="tool", action="call", user=user)
     await sync_to_async(event_record)(type="tool", action="call", user=other_user)
-    await sync_to_async(event_record)(type="chat", action="note", user=user)
+    await sync_to_async(event_record)(type="chat", action="user_message", user=user)
 
     subscriber = await Subscriber(
         await token_of(admin_user),
@@ -142,7 +142,7 @@ async def test_type_and_user_filters_apply_live(admin_user, user, other_user):
     assert (
         await asgi_request("POST", "/api/v1/sessions", body={}, token=other_token)
     ).status == 201
-    await sync_to_async(event_record)(type="chat", action="note", user=user)
+    await sync_to_async(event_record)(type="chat", action="user_message", user=user)
     await sync_to_async(event_record)(type="error", action="upstream_failure", user=user)
     # Shown.
     created = await asgi_request("POST", "/api/v1/sessions", body={}, token=engineer_token)
@@ -181,13 +181,13 @@ async def test_a_malformed_last_event_id_is_refused_before_streaming(admin_user,
 
 
 async def test_an_unknown_last_event_id_goes_live_without_replay(admin_user, user):
-    await sync_to_async(event_record)(type="chat", action="note", user=user)
+    await sync_to_async(event_record)(type="chat", action="user_message", user=user)
     pruned = "00000000-0000-4000-8000-000000000000"
     subscriber = await Subscriber(
         await token_of(admin_user), frames=1, query=f"?lastEventId={pruned}"
     ).ready()
 
-    live = await sync_to_async(event_record)(type="chat", action="note", user=user)
+    live = await sync_to_async(event_record)(type="chat", action="user_message", user=user)
     response = await subscriber.result()
 
     assert frame_ids(response) == [str(live.uuid)]
@@ -278,7 +278,7 @@ async def test_keep_alives_never_lose_an_event(admin_user, user, settings):
     recorded = []
     for n in range(200):
         event = await sync_to_async(event_record)(
-            type="chat", action="note", user=user, data={"n": n}
+            type="chat", action="user_message", user=user, data={"n": n}
         )
         recorded.append(str(event.uuid))
         if n % 10 == 0:
