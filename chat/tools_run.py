@@ -24,6 +24,9 @@ async def tool_execute(
         raise NotFound(f'Tool "{name}" not found', details={"name": name})
     call_id = call_id or call_id_new(tool.name)
     context = ToolContext(workspace=session_workspace(session), session_id=str(session.id))
+    await tool_call_begin(
+        session=session, user=user, call_id=call_id, name=tool.name, args=args, source="user", ip=ip
+    )
     started = time.monotonic()
     result = await tool_run(name, args, context)
     duration = int((time.monotonic() - started) * 1000)
@@ -49,6 +52,24 @@ async def tool_execute(
         "result": text,
         "durationMs": duration,
     }
+
+
+async def tool_call_begin(
+    *, session: Session, user, call_id: str, name: str, args: dict, source: str, ip=None
+) -> None:
+    """The record that a tool call is about to run; it raises if it cannot be written.
+
+    Nothing runs unaudited: a caller that gets an exception here must not run the tool.
+    """
+    await aevent_record(
+        type="tool",
+        action=AuditAction.TOOL_CALL_START,
+        user=user,
+        session_id=session.id,
+        data={"callId": call_id, "name": name, "args": args, "source": source},
+        ip=ip,
+        required=True,
+    )
 
 
 async def tool_call_record(

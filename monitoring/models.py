@@ -39,6 +39,9 @@ class AuditAction(models.TextChoices):
     HISTORY_CLEAR = "history_clear"
     CHECKPOINT_SAVE = "checkpoint_save"
     CHECKPOINT_LOAD = "checkpoint_load"
+    # A tool call is recorded before it runs (the run does not happen without this row) and
+    # again with its outcome.
+    TOOL_CALL_START = "call_start"
     TOOL_CALL = "call"
     INTERNAL_ERROR = "internal_error"
     UPSTREAM_FAILURE = "upstream_failure"
@@ -54,7 +57,7 @@ _TYPE_ACTIONS = {
     EventType.SESSION: "SESSION_CREATE SESSION_UPDATE SESSION_EXTEND SESSION_DELETE SESSION_EXPIRE"
     " FILE_UPLOAD FILE_DELETE",
     EventType.CHAT: "USER_MESSAGE MODEL_RESPONSE HISTORY_CLEAR CHECKPOINT_SAVE CHECKPOINT_LOAD",
-    EventType.TOOL: "TOOL_CALL",
+    EventType.TOOL: "TOOL_CALL_START TOOL_CALL",
     EventType.ERROR: "INTERNAL_ERROR UPSTREAM_FAILURE TURN_ERROR ERROR_FLOOD",
 }
 # The one event type each action is recorded under.

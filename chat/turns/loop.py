@@ -31,7 +31,7 @@ from chat.agent.tools import (
     tool_run,
 )
 from chat.models import MessageRole
-from chat.tools_run import tool_call_record
+from chat.tools_run import tool_call_begin, tool_call_record
 from chat.turns.control import tool_always_allow, turn_begin
 from chat.turns.conversation import Conversation, history_steps
 from chat.turns.slot import turn_decisions_since, turn_heartbeat, turn_release
@@ -345,6 +345,9 @@ class Turn:
                 except TurnInterrupted:
                     await self._answer_unrun(calls[index:], CANCELLED_TEXT)
                     raise
+                except TurnStopped as stop:
+                    await self._answer_unrun(calls[index:], stop.message)
+                    raise
 
     async def _open_conversation(self) -> None:
         """History (what this process has not seen yet) plus the user's message, in memory.
@@ -482,6 +485,22 @@ class Turn:
                     await database_sync_to_async(tool_always_allow)(
                         session=self.session, tool_name=tool.name
                     )
+        if confirmation["outcome"] != "cancel":
+            try:
+                await tool_call_begin(
+                    session=self.session,
+                    user=self.user,
+                    call_id=call_id,
+                    name=name,
+                    args=args,
+                    source="agent",
+                    ip=self.ip,
+                )
+            except Exception as exc:
+                logger.exception("The audit could not record a tool call; it does not run")
+                raise TurnStopped(
+                    "internal", "The tool call could not be recorded, so it did not run"
+                ) from exc
         if confirmation["outcome"] == "cancel":
             result = ToolResult(output="", error=DENIED_TEXT, display="Cancelled by the user")
             status = "cancelled"
