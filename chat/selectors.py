@@ -2,6 +2,7 @@
 
 from chat.models import Checkpoint, Message
 from gemini_server.clock import iso_utc
+from gemini_server.paging import keyset_page
 
 
 def message_to_dict(message: Message) -> dict:
@@ -22,8 +23,12 @@ def message_to_dict(message: Message) -> dict:
     }
 
 
-def history_list(*, session) -> list[dict]:
-    return [message_to_dict(m) for m in Message.objects.filter(session=session).order_by("seq")]
+def history_page(*, session, limit: int, cursor: dict | None) -> tuple[list[dict], str | None]:
+    """The history oldest first, a page at a time."""
+    messages, next_cursor = keyset_page(
+        Message.objects.filter(session=session), order=["seq"], limit=limit, cursor=cursor
+    )
+    return [message_to_dict(message) for message in messages], next_cursor
 
 
 def checkpoint_list(*, session) -> list[dict]:

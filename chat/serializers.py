@@ -42,6 +42,9 @@ class HistoryItemSerializer(serializers.Serializer):
 
 class HistorySerializer(serializers.Serializer):
     history = HistoryItemSerializer(many=True)
+    nextCursor = serializers.CharField(
+        allow_null=True, help_text="Pass as `cursor` for the next page; null on the last"
+    )
 
 
 class CheckpointSerializer(serializers.Serializer):

@@ -22,16 +22,19 @@ def history_clear(*, session: Session, actor, ip=None) -> int:
         raise Conflict("A turn is running in this session; cancel it first")
     with transaction.atomic():
         count, _ = Message.objects.filter(session_id=session.id).delete()
-        Session.objects.filter(pk=session.id).update(history_epoch=F("history_epoch") + 1)
-    # The audit trail keeps its record of what was said; only the conversation is emptied.
-    event_record(
-        type="chat",
-        action=AuditAction.HISTORY_CLEAR,
-        user=actor,
-        session_id=session.id,
-        data={"deleted": count},
-        ip=ip,
-    )
+        Session.objects.filter(pk=session.id).update(
+            history_epoch=F("history_epoch") + 1, message_count=0
+        )
+        # The audit trail keeps its record of what was said; only the conversation is emptied.
+        event_record(
+            type="chat",
+            action=AuditAction.HISTORY_CLEAR,
+            user=actor,
+            session_id=session.id,
+            data={"deleted": count},
+            ip=ip,
+            required=True,
+        )
     return count
 
 
@@ -60,14 +63,15 @@ def checkpoint_save(*, session: Session, tag: str, actor, ip=None) -> Checkpoint
             tag=tag,
             defaults={"history": _snapshot(session), "created_at": timezone.now()},
         )
-    event_record(
-        type="chat",
-        action=AuditAction.CHECKPOINT_SAVE,
-        user=actor,
-        session_id=session.id,
-        data={"tag": tag, "messages": len(checkpoint.history)},
-        ip=ip,
-    )
+        event_record(
+            type="chat",
+            action=AuditAction.CHECKPOINT_SAVE,
+            user=actor,
+            session_id=session.id,
+            data={"tag": tag, "messages": len(checkpoint.history)},
+            ip=ip,
+            required=True,
+        )
     return checkpoint
 
 
@@ -80,7 +84,9 @@ def checkpoint_load(*, session: Session, tag: str, actor, ip=None) -> int:
         raise NotFound("No checkpoint with that tag", details={"tag": tag})
     with transaction.atomic():
         Message.objects.filter(session_id=session.id).delete()
-        Session.objects.filter(pk=session.id).update(history_epoch=F("history_epoch") + 1)
+        Session.objects.filter(pk=session.id).update(
+            history_epoch=F("history_epoch") + 1, message_count=len(checkpoint.history)
+        )
         Message.objects.bulk_create(
             Message(
                 session_id=session.id,
@@ -94,12 +100,13 @@ def checkpoint_load(*, session: Session, tag: str, actor, ip=None) -> int:
             )
             for item in checkpoint.history
         )
-    event_record(
-        type="chat",
-        action=AuditAction.CHECKPOINT_LOAD,
-        user=actor,
-        session_id=session.id,
-        data={"tag": tag, "messages": len(checkpoint.history)},
-        ip=ip,
-    )
+        event_record(
+            type="chat",
+            action=AuditAction.CHECKPOINT_LOAD,
+            user=actor,
+            session_id=session.id,
+            data={"tag": tag, "messages": len(checkpoint.history)},
+            ip=ip,
+            required=True,
+        )
     return len(checkpoint.history)

@@ -10,18 +10,25 @@ from rest_framework.views import APIView
 from accounts.permissions import CanOperate
 from chat import serializers as s
 from chat.agent.tools import tool_catalog
-from chat.selectors import checkpoint_list, history_list
+from chat.selectors import checkpoint_list, history_page
 from chat.services import checkpoint_load, checkpoint_save, history_clear
 from chat.sse import turn_sse
 from chat.tools_run import tool_execute
 from chat.turns.control import turn_cancel, turn_confirm
 from chat.turns.loop import turn_open
 from gemini_server.errors import ValidationFailed, request_ip
+from gemini_server.paging import PAGE_PARAMS, page_params
 from gemini_server.sse import sse_response
 from gemini_server.validation import validated
 from sessions_app.selectors import session_get
 
 SESSION_PARAM = OpenApiParameter("sessionId", OpenApiTypes.UUID, required=True)
+
+
+def _history(session, params) -> dict:
+    limit, cursor = page_params(params, default=1000, maximum=1000)
+    history, next_cursor = history_page(session=session, limit=limit, cursor=cursor)
+    return {"history": history, "nextCursor": next_cursor}
 
 
 class OperateView(APIView):
@@ -80,11 +87,15 @@ class ChatCancelView(OperateView):
 
 
 class ChatHistoryView(APIView):
-    @extend_schema(parameters=[SESSION_PARAM], responses={200: s.HistorySerializer}, tags=["chat"])
+    @extend_schema(
+        parameters=[SESSION_PARAM, *PAGE_PARAMS],
+        responses={200: s.HistorySerializer},
+        tags=["chat"],
+    )
     def get(self, request):
         data = validated(s.SessionRefSerializer, request.query_params)
         session = session_get(session_id=data["sessionId"], user=request.user)
-        return Response({"history": history_list(session=session)})
+        return Response(_history(session, request.query_params))
 
 
 class ChatClearView(OperateView):
@@ -130,7 +141,7 @@ class ChatLoadView(OperateView):
         checkpoint_load(
             session=session, tag=data["tag"], actor=request.user, ip=request_ip(request)
         )
-        return Response({"history": history_list(session=session)})
+        return Response(_history(session, request.query_params))
 
 
 class ChatCheckpointsView(APIView):

@@ -308,3 +308,4 @@ SERVE_STATIC = env.bool("SERVE_STATIC", default=True)
 # these, one `error_flood` event says so and the rest go to the log only (anyone can cause them).
 ANON_ERROR_EVENTS_PER_IP = env.int("ANON_ERROR_EVENTS_PER_IP", default=10)
 ANON_ERROR_EVENTS_MAX = env.int("ANON_ERROR_EVENTS_MAX", default=100)
+ANON_ERROR_WINDOW_SECONDS = env.int("ANON_ERROR_WINDOW_SECONDS", default=60)

@@ -71,14 +71,14 @@ def event_record(
 # Error events nobody is signed in for: anyone can cause them, so each address, and everyone
 # together, gets a budget per window; past it one error_flood row says so and the rest are counted
 # in the log only. Authenticated errors are bounded by the per-user request rate limit.
-ERROR_WINDOW_SECONDS = 60
 # Where the shared cache (Redis) fails, each process keeps its own count: still a bound.
 _local_counts = LocMemCache("anonymous-error-budget", {"OPTIONS": {"MAX_ENTRIES": 10_000}})
 
 
 def _window_count(name: str) -> int:
     """How many times `name` was counted in this window, this time included."""
-    key = f"audit-errors:{name}:{int(time.time() // ERROR_WINDOW_SECONDS)}"
+    window = settings.ANON_ERROR_WINDOW_SECONDS
+    key = f"audit-errors:{name}:{window}:{int(time.time() // window)}"
     try:
         return _count(cache, key)
     except Exception:
@@ -87,7 +87,7 @@ def _window_count(name: str) -> int:
 
 
 def _count(store, key: str) -> int:
-    store.add(key, 0, timeout=ERROR_WINDOW_SECONDS * 2)
+    store.add(key, 0, timeout=settings.ANON_ERROR_WINDOW_SECONDS * 2)
     return store.incr(key)
 
 
@@ -126,7 +126,7 @@ def error_record(
                 data={
                     "scope": scope,
                     "limit": limit,
-                    "windowSeconds": ERROR_WINDOW_SECONDS,
+                    "windowSeconds": settings.ANON_ERROR_WINDOW_SECONDS,
                     "first": {"action": str(action), **(data or {})},
                 },
                 ip=ip,

@@ -41,6 +41,9 @@ class Session(models.Model):
     # Moves on whenever stored history is rewritten (clear, checkpoint load), so a process that
     # keeps a session's conversation in memory knows when to read it again.
     history_epoch = models.PositiveIntegerField(default=0)
+    # Kept by the writes on the history (a step adds one; clear and load set it), so listing
+    # sessions needs no count over their messages.
+    message_count = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-last_activity_at"]

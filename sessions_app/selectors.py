@@ -1,7 +1,5 @@
 """Reads of sessions: who may see which, listings, and the one JSON form of a session."""
 
-from django.db.models import Count
-
 from accounts.models import Role
 from gemini_server.clock import iso_utc
 from gemini_server.errors import NotFound, ValidationFailed
@@ -9,16 +7,12 @@ from sessions_app.models import Session
 from sessions_app.workspace import WORKSPACE_MOUNT
 
 
-def _with_counts(sessions):
-    return sessions.annotate(message_count=Count("messages", distinct=True))
-
-
 def session_get(*, session_id, user, write: bool = False) -> Session:
     """The session if `user` may reach it, else NotFound: owners always, admins for reading.
 
     Another user's session is 404, never 403, so its existence does not leak.
     """
-    sessions = _with_counts(Session.objects.select_related("user"))
+    sessions = Session.objects.select_related("user")
     session = sessions.filter(pk=session_id).first() if _is_uuid(session_id) else None
     if session is None:
         raise NotFound("Session not found", details={"sessionId": str(session_id)})
@@ -44,13 +38,10 @@ def session_list(*, user, user_id=None):
         if not _is_uuid(user_id):
             raise ValidationFailed(details={"userId": ["Must be a user id (a UUID)."]})
         owner = user_id
-    return _with_counts(Session.objects.filter(user_id=owner)).order_by("-last_activity_at")
+    return Session.objects.filter(user_id=owner)
 
 
 def session_to_dict(session: Session) -> dict:
-    message_count = getattr(session, "message_count", None)
-    if message_count is None:
-        message_count = session.messages.count()
     return {
         "id": str(session.id),
         "userId": str(session.user_id),
@@ -61,7 +52,7 @@ def session_to_dict(session: Session) -> dict:
         "createdAt": iso_utc(session.created_at),
         "lastActivityAt": iso_utc(session.last_activity_at),
         "expiresAt": iso_utc(session.expires_at),
-        "messageCount": message_count,
+        "messageCount": session.message_count,
         "usage": {
             "promptTokens": session.prompt_tokens,
             "completionTokens": session.completion_tokens,

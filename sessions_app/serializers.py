@@ -80,6 +80,9 @@ class SessionEnvelopeSerializer(serializers.Serializer):
 
 class SessionListSerializer(serializers.Serializer):
     sessions = SessionSerializer(many=True)
+    nextCursor = serializers.CharField(
+        allow_null=True, help_text="Pass as `cursor` for the next page; null on the last"
+    )
 
 
 class WorkspaceEntrySerializer(serializers.Serializer):
@@ -93,3 +96,6 @@ class WorkspaceEntrySerializer(serializers.Serializer):
 class WorkspaceListingSerializer(serializers.Serializer):
     path = serializers.CharField()
     entries = WorkspaceEntrySerializer(many=True)
+    nextCursor = serializers.CharField(
+        allow_null=True, help_text="Pass as `cursor` for the next page; null on the last"
+    )

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from accounts.permissions import ReadOnlyForViewers
 from gemini_server.errors import request_ip
+from gemini_server.paging import PAGE_PARAMS, keyset_page, list_page, page_params
 from gemini_server.validation import validated
 from sessions_app import serializers as s
 from sessions_app.selectors import session_get, session_list, session_to_dict
@@ -42,14 +43,28 @@ class SessionView(APIView):
 
 class SessionListView(SessionView):
     @extend_schema(
-        parameters=[OpenApiParameter("userId", OpenApiTypes.UUID, description="Admins only")],
+        parameters=[
+            OpenApiParameter("userId", OpenApiTypes.UUID, description="Admins only"),
+            *PAGE_PARAMS,
+        ],
         responses={200: s.SessionListSerializer},
         tags=["sessions"],
         operation_id="sessions_list",
     )
     def get(self, request):
-        sessions = session_list(user=request.user, user_id=request.query_params.get("userId"))
-        return Response({"sessions": [session_to_dict(session) for session in sessions]})
+        limit, cursor = page_params(request.query_params, default=100, maximum=500)
+        sessions, next_cursor = keyset_page(
+            session_list(user=request.user, user_id=request.query_params.get("userId")),
+            order=["-last_activity_at", "-id"],
+            limit=limit,
+            cursor=cursor,
+        )
+        return Response(
+            {
+                "sessions": [session_to_dict(session) for session in sessions],
+                "nextCursor": next_cursor,
+            }
+        )
 
     @extend_schema(
         request=s.SessionCreateSerializer,
@@ -116,11 +131,16 @@ class SessionExtendView(SessionView):
 
 class WorkspaceListView(SessionView):
     @extend_schema(
-        parameters=[PATH_PARAM], responses={200: s.WorkspaceListingSerializer}, tags=["files"]
+        parameters=[PATH_PARAM, *PAGE_PARAMS],
+        responses={200: s.WorkspaceListingSerializer},
+        tags=["files"],
     )
     def get(self, request, session_id):
         session = self.session(request, session_id, write=False)
-        return Response(workspace_listing(session=session, path=request.query_params.get("path")))
+        limit, cursor = page_params(request.query_params, default=1000, maximum=5000)
+        listing = workspace_listing(session=session, path=request.query_params.get("path"))
+        entries, next_cursor = list_page(listing["entries"], limit=limit, cursor=cursor)
+        return Response({**listing, "entries": entries, "nextCursor": next_cursor})
 
 
 class RawBodyParser(BaseParser):

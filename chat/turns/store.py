@@ -47,26 +47,42 @@ def message_store(
             Session.objects.filter(pk=session.id).update(
                 last_activity_at=now,
                 expires_at=now + session_ttl(),
+                message_count=F("message_count") + 1,
                 prompt_tokens=F("prompt_tokens") + (usage.get("promptTokens") or 0),
                 completion_tokens=F("completion_tokens") + (usage.get("completionTokens") or 0),
                 total_tokens=F("total_tokens") + (usage.get("totalTokens") or 0),
             )
+            # The step and its audit row commit together (tool calls have their own record).
+            if role != MessageRole.TOOL:
+                event_record(
+                    type="chat",
+                    action=AuditAction.USER_MESSAGE
+                    if role == MessageRole.USER
+                    else AuditAction.MODEL_RESPONSE,
+                    user=user,
+                    session_id=session.id,
+                    data=_audit_data(message, session=session, usage=usage, finish=finish_reason),
+                    ip=ip,
+                    required=True,
+                )
     except IntegrityError:
         return None
-    if role == MessageRole.TOOL:
-        return message  # tool calls have their own record (tool_call_record)
+    return message
+
+
+def _audit_data(message: Message, *, session: Session, usage: dict, finish: str) -> dict:
     data = {
         "messageId": str(message.id),
         "text": message.text[:EXCERPT_CHARS],
         "length": len(message.text),
     }
-    if role == MessageRole.MODEL:
+    if message.role == MessageRole.MODEL:
         data |= {
-            "toolCalls": [p["functionCall"].get("name") for p in parts if "functionCall" in p],
+            "toolCalls": [
+                part["functionCall"].get("name") for part in message.parts if "functionCall" in part
+            ],
             "usage": usage,
-            "finishReason": finish_reason,
+            "finishReason": finish,
             "model": session.model_name,
         }
-    action = AuditAction.USER_MESSAGE if role == MessageRole.USER else AuditAction.MODEL_RESPONSE
-    event_record(type="chat", action=action, user=user, session_id=session.id, data=data, ip=ip)
-    return message
+    return data

@@ -19,6 +19,7 @@ def token(user):
 
 
 async def history_of(session) -> list:
-    from chat.selectors import history_list
+    from chat.selectors import history_page
 
-    return await sync_to_async(history_list)(session=session)
+    history, _ = await sync_to_async(history_page)(session=session, limit=10_000, cursor=None)
+    return history

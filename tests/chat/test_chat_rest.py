@@ -44,7 +44,7 @@ def test_history_of_an_empty_session(auth_client, session):
     response = auth_client.get("/api/v1/chat/history", {"sessionId": str(session.id)})
 
     assert response.status_code == 200
-    assert response.json() == {"history": []}
+    assert response.json() == {"history": [], "nextCursor": None}
 
 
 def test_history_lists_messages_in_order_with_their_fields(auth_client, session):
@@ -99,7 +99,7 @@ async def test_clear_empties_history_but_monitoring_keeps_the_record(session, to
     assert response.json() == {"ok": True}
     assert await history_of(session) == []
     history = await asgi_request("GET", f"/api/v1/chat/history?sessionId={session.id}", token=token)
-    assert history.json() == {"history": []}
+    assert history.json() == {"history": [], "nextCursor": None}
     events = Event.objects.filter(session_id=session.id, type="chat")
     kept = await sync_to_async(lambda: list(events.values_list("action", "data")))()
     user_messages = [data for action, data in kept if action == "user_message"]
@@ -457,7 +457,7 @@ def test_execute_with_bad_args_is_a_tool_error(auth_client, session):
 
     result = assert_result(response, "read_file", status="error")
     assert result == "params must have required property 'file_path'"
-    event = Event.objects.get(type="tool", session_id=session.id)
+    event = Event.objects.get(type="tool", action="call", session_id=session.id)
     assert event.data["status"] == "error"
 
 
@@ -497,7 +497,7 @@ def test_a_tool_call_is_recorded_as_the_users(auth_client, session, workspace, u
 
     body = execute(auth_client, session, "readFile", {"path": "notes.txt"}).json()
 
-    event = Event.objects.get(type="tool", session_id=session.id)
+    event = Event.objects.get(type="tool", action="call", session_id=session.id)
     assert event.action == "call"
     assert event.user == user
     assert event.data["source"] == "user"

@@ -131,6 +131,8 @@ async def run_story(engineer, admin) -> Story:
     expect += [
         ("chat", "user_message", email, session_id),
         ("chat", "model_response", email, session_id),
+        # Recorded before it runs, and again with its outcome.
+        ("tool", "call_start", email, session_id),
         ("tool", "call", email, session_id),
         ("chat", "model_response", email, session_id),
     ]

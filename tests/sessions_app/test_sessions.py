@@ -188,7 +188,7 @@ def test_an_admin_may_list_another_users_sessions(admin_api_client, make_session
 
     assert response.status_code == 200
     assert [s["id"] for s in response.json()["sessions"]] == [str(theirs.id)]
-    assert admin_api_client.get(SESSIONS).json() == {"sessions": []}
+    assert admin_api_client.get(SESSIONS).json() == {"sessions": [], "nextCursor": None}
 
 
 def test_an_admin_asking_for_a_user_id_that_is_not_one_gets_a_validation_error(
