@@ -342,6 +342,7 @@ def test_the_markdown_renderer_builds_elements_and_keeps_markup_as_text(browser)
         "heading": "## Title <i>x</i>",
         "table": "| a | b |\n|---|:-:|\n| `1` | <i>2</i> |",
         "quote": "> quoted **text**",
+        "spans": "``a`b`` and `open [a [b] c](https://x.example/) [not a link",
     }
     rendered = page.evaluate(
         """async (cases) => {
@@ -396,4 +397,8 @@ def test_the_markdown_renderer_builds_elements_and_keeps_markup_as_text(browser)
         "&lt;i&gt;2&lt;/i&gt;</td></tr></tbody></table></div>"
     )
     assert rendered["quote"] == "<blockquote><p>quoted <strong>text</strong></p></blockquote>"
+    assert rendered["spans"] == (
+        '<p><code>a`b</code> and `open <a href="https://x.example/" target="_blank" '
+        'rel="noopener noreferrer nofollow">a [b] c</a> [not a link</p>'
+    )
     assert dialogs == []

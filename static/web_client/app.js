@@ -115,7 +115,7 @@ class App {
         user: this.user,
         onTurnFinished: (sessionId) => this.turnFinished(sessionId),
         onFilesChanged: (sessionId) => { if (sessionId === this.currentId) this.files.refresh(); },
-        onSessionChanged: (changed) => this.sessions.put(changed),
+        onSessionChanged: (changed) => this.sessionChanged(changed),
       });
       this.chats.set(id, chat);
     }
@@ -123,6 +123,14 @@ class App {
     this.files.show(id, {readOnly: this.user.role === "viewer" || session.status === "expired"});
     if (fresh) await chat.loadHistory();
     if (!chat.running) chat.input.focus();
+  }
+
+  /** A session's settings or expiry changed in its chat header (mode, extend). */
+  sessionChanged(session) {
+    this.sessions.put(session);
+    if (session.id === this.currentId) {
+      this.files.show(session.id, {readOnly: this.user.role === "viewer" || session.status === "expired"});
+    }
   }
 
   async turnFinished(sessionId) {

@@ -259,15 +259,16 @@ function isWordChar(ch) {
   return ch !== undefined && /[\p{L}\p{N}_]/u.test(ch);
 }
 
-/** The index of the `]` that closes the `[` at `open`, or -1. */
-function closingBracket(text, open) {
-  let depth = 0;
-  for (let k = open; k < text.length; k += 1) {
+/** For every `[` in the text, the index of the `]` that closes it (one pass, with a stack). */
+function bracketPairs(text) {
+  const pairs = new Map();
+  const open = [];
+  for (let k = 0; k < text.length; k += 1) {
     if (text[k] === "\\") k += 1;
-    else if (text[k] === "[") depth += 1;
-    else if (text[k] === "]" && --depth === 0) return k;
+    else if (text[k] === "[") open.push(k);
+    else if (text[k] === "]" && open.length) pairs.set(open.pop(), k);
   }
-  return -1;
+  return pairs;
 }
 
 /** Parses `(url "title")` at `open`; returns {url, end} or null. */
@@ -314,6 +315,16 @@ const EMPHASIS = [
 /** Appends the inline content of `text` to `parent`, as text nodes and a few safe elements. */
 export function renderInline(parent, text) {
   let buffer = "";
+  // Where a search for a closing delimiter came up empty: no later search can succeed either,
+  // so text with many unmatched `*` or backticks stays linear instead of quadratic.
+  const unclosedFrom = new Map();
+  let brackets = null;
+  const closer = (key, find, from) => {
+    if (unclosedFrom.has(key) && from >= unclosedFrom.get(key)) return -1;
+    const found = find();
+    if (found === -1) unclosedFrom.set(key, from);
+    return found;
+  };
   const flush = () => {
     if (buffer) parent.append(buffer);
     buffer = "";
@@ -334,10 +345,13 @@ export function renderInline(parent, text) {
     }
     if (ch === "`") {
       const run = /^`+/.exec(text.slice(i))[0];
-      let close = text.indexOf(run, i + run.length);
-      while (close !== -1 && text[close + run.length] === "`") {
-        close = text.indexOf(run, close + run.length + 1);
-      }
+      const close = closer(`code${run.length}`, () => {
+        let at = text.indexOf(run, i + run.length);
+        while (at !== -1 && (text[at + run.length] === "`" || text[at - 1] === "`")) {
+          at = text.indexOf(run, at + 1);
+        }
+        return at;
+      }, i + run.length);
       if (close !== -1) {
         let inner = text.slice(i + run.length, close).replace(/\n/g, " ");
         if (/^ .*[^ ].* $/.test(inner)) inner = inner.slice(1, -1);
@@ -354,7 +368,8 @@ export function renderInline(parent, text) {
     }
     if (ch === "[" || (ch === "!" && text[i + 1] === "[")) {
       const open = ch === "!" ? i + 1 : i;
-      const close = closingBracket(text, open);
+      brackets ??= bracketPairs(text);
+      const close = brackets.get(open) ?? -1;
       const target = close === -1 ? null : linkTarget(text, close + 1);
       if (target) {
         const label = text.slice(open + 1, close);
@@ -398,7 +413,7 @@ export function renderInline(parent, text) {
       const after = text[i + marker.length];
       if (after === undefined || /\s/.test(after)) continue;
       if (marker[0] === "_" && isWordChar(text[i - 1])) continue;
-      const close = closingDelimiter(text, marker, i + marker.length);
+      const close = closer(marker, () => closingDelimiter(text, marker, i + marker.length), i + marker.length);
       if (close === -1) continue;
       flush();
       const element = document.createElement(tag);
