@@ -1,4 +1,4 @@
-"""The server's URL map: health, the v1 API, its OpenAPI schema and docs, the admin console."""
+"""The server's URL map: the web client, health, the v1 API, its OpenAPI schema and docs, the admin."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts.urls import auth_urlpatterns, user_urlpatterns
 from chat.urls import urlpatterns as chat_urlpatterns
 from gemini_server import errors, health
+from gemini_server.web_client import web_client
 from monitoring.urls import urlpatterns as monitoring_urlpatterns
 from sessions_app.urls import urlpatterns as session_urlpatterns
 
@@ -24,6 +25,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("", web_client, name="web-client"),
     path("health", health.health, name="health"),
     path("health/ready", health.ready, name="health-ready"),
     path("api/v1/", include(api_v1)),
