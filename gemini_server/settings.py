@@ -30,6 +30,14 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in env.list(name, default=default) if item.strip()]
 
 
+def env_positive_int(name: str, default: int) -> int:
+    """A whole number of at least 1: for limits, where 0 would stop everything."""
+    value = env.int(name, default=default)
+    if value < 1:
+        raise ImproperlyConfigured(f"{name} must be a whole number of at least 1, not {value}.")
+    return value
+
+
 DEBUG = env.bool("DJANGO_DEBUG", default=True)
 
 # Development-only secrets: production (DJANGO_DEBUG=false) refuses to start with them.
@@ -285,6 +293,14 @@ WORKSPACES_ROOT = Path(env("WORKSPACES_ROOT", default=str(BASE_DIR / "workspaces
 SESSION_TTL_HOURS = env.float("SESSION_TTL_HOURS", default=24)
 SHELL_SANDBOX = env("SHELL_SANDBOX", default="bwrap")
 SHELL_TIMEOUT_SECONDS = env.float("SHELL_TIMEOUT_SECONDS", default=120)
+# Each shell command's sandbox limits (README "Security model"). Memory is per process.
+SANDBOX_MEMORY_BYTES = env_positive_int("SANDBOX_MEMORY_BYTES", 1024**3)
+SANDBOX_MAX_PROCESSES = env_positive_int("SANDBOX_MAX_PROCESSES", 256)
+SANDBOX_CPU_SECONDS = env_positive_int("SANDBOX_CPU_SECONDS", 60)
+SANDBOX_MAX_FILE_BYTES = env_positive_int("SANDBOX_MAX_FILE_BYTES", 256 * 1024**2)
+SANDBOX_TMP_BYTES = env_positive_int("SANDBOX_TMP_BYTES", 256 * 1024**2)
+# The unprivileged host uid (and gid) a server running as root runs its commands as.
+SANDBOX_HOST_UID = env_positive_int("SANDBOX_HOST_UID", 61000)
 TOOL_MAX_FILE_BYTES = env.int("TOOL_MAX_FILE_BYTES", default=20 * 1024 * 1024)
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=TOOL_MAX_FILE_BYTES)
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024

@@ -1,5 +1,10 @@
 """Shared fixtures: users of each role, authenticated clients, API keys, and the fake Gemini upstream."""
 
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
@@ -19,6 +24,25 @@ def _close_worker_thread_connections():
     from django.db import connections
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result()
+
+
+@pytest.fixture(scope="session")
+def _searchable_temp_root():
+    root = Path(tempfile.mkdtemp(prefix="gemini-server-tests-"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_path(_searchable_temp_root, request) -> Path:
+    """pytest's tmp_path, but under a directory other users may pass through (mode 0711), not
+    pytest's private /tmp/pytest-of-<user> (0700): run as root, the shell sandbox runs commands
+    as an unprivileged uid, and bubblewrap must reach the workspace as that uid."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", request.node.name)[:40]
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_searchable_temp_root))
+    path.chmod(0o711)
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,14 @@ from django.conf import settings
 from sessions_app.workspace import PathRefused, Workspace, relative_path
 
 from .base import WORKSPACE_ROOT, Tool, ToolContext, ToolKind, ToolResult, tool_error
+from .sandbox import (
+    SANDBOX_UID,
+    SandboxRefused,
+    host_identity,
+    limit_argv,
+    sandbox_limits,
+    workspace_hand_over,
+)
 
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin"
 OUTPUT_READ_LIMIT = 1024 * 1024
@@ -43,6 +51,11 @@ def timeout_seconds() -> float:
     return float(getattr(settings, "SHELL_TIMEOUT_SECONDS", 120))
 
 
+def prlimit_path() -> str | None:
+    """prlimit from a directory the sandbox mounts, so the same path works inside it."""
+    return shutil.which("prlimit", path=SANDBOX_PATH)
+
+
 def shell_unavailable_reason() -> str | None:
     mode = sandbox_mode()
     if mode == "none":
@@ -58,6 +71,11 @@ def shell_unavailable_reason() -> str | None:
             "installed. An administrator can install bubblewrap, or set SHELL_SANDBOX=none to "
             "run commands without a sandbox (unsafe)."
         )
+    if prlimit_path() is None:
+        return (
+            "Shell commands are disabled on this server: prlimit (from util-linux), which sets "
+            "the sandbox's limits, is not installed. An administrator can install util-linux."
+        )
     return None
 
 
@@ -70,12 +88,19 @@ def _bwrap_supports(bwrap: str, option: str) -> bool:
 
 
 def bwrap_argv(bwrap: str, workspace_host: str, cwd: str, command: str) -> list[str]:
-    """The bubblewrap command line: a fresh root with read-only system dirs, no network,
-    no host processes, no capabilities, and the workspace as the only project directory."""
+    """The bubblewrap command line: a fresh read-only root with read-only system dirs, no
+    network, no host processes, no capabilities, an unprivileged uid, size-capped /tmp and
+    /dev/shm, the workspace as the only project directory, and the limits set by prlimit."""
+    limits = sandbox_limits()
+    tmpfs_size = str(limits.tmp_bytes)
     argv = [
         bwrap,
         "--unshare-all",  # user, ipc, pid, net, uts, cgroup namespaces: no network at all
         "--unshare-user",  # fail rather than run without a user namespace
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_UID),
         "--cap-drop",
         "ALL",
         "--die-with-parent",
@@ -108,13 +133,30 @@ def bwrap_argv(bwrap: str, workspace_host: str, cwd: str, command: str) -> list[
         "/proc",
         "--dev",
         "/dev",
+        # Every writable filesystem in RAM is capped: /tmp and /dev/shm by size, the root
+        # and /dev (both tmpfs made by bwrap) by being read-only once set up.
+        "--perms",
+        "1777",
+        "--size",
+        tmpfs_size,
+        "--tmpfs",
+        "/dev/shm",
+        "--remount-ro",
+        "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        tmpfs_size,
         "--tmpfs",
         "/tmp",
         "--bind",
         workspace_host,
         WORKSPACE_ROOT,
+        "--remount-ro",
+        "/",
         "--chdir",
         cwd,
+        *limit_argv(prlimit_path() or "prlimit", limits),
         "bash",
         "-c",
         command,
@@ -201,18 +243,29 @@ def _kill_group(pid: int) -> None:
 
 
 async def run_process(
-    argv: list[str], cwd: str, env: dict[str, str], timeout: float
+    argv: list[str],
+    cwd: str,
+    env: dict[str, str],
+    timeout: float,
+    identity: tuple[int, int] | None = None,
 ) -> ProcessOutcome:
     """Run argv in its own process group; on timeout or cancellation the group is killed.
 
     No process of the command outlives it: in the sandbox the PID namespace ends with the
     command, and without it the process group is killed once the command has exited.
+    With an identity (host uid, gid), argv runs as that user with no supplementary groups.
     """
     loop = asyncio.get_running_loop()
     # Our own pipe rather than asyncio's: Process.wait() on an asyncio pipe also waits for
     # every background child holding the pipe, which would turn `cmd &` into a timeout.
     read_fd, write_fd = os.pipe()
+    credentials: dict = {}
     try:
+        if identity is not None:
+            uid, gid = identity
+            # Else `echo x > /dev/stderr` is refused: reopening a pipe checks its owner.
+            os.fchown(write_fd, uid, gid)
+            credentials = {"user": uid, "group": gid, "extra_groups": []}
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -221,6 +274,7 @@ async def run_process(
             cwd=cwd,
             env=env,
             start_new_session=True,
+            **credentials,
         )
     except BaseException:
         os.close(read_fd)
@@ -374,9 +428,16 @@ class ShellTool(Tool):
             return tool_error(str(refused), "Path not in workspace.")
         command = args["command"]
         env = {"PATH": SANDBOX_PATH, "LANG": "C.UTF-8", "TERM": "dumb"}
+        identity = None
         if sandbox_mode() == "bwrap":
             bwrap = shutil.which("bwrap") or "bwrap"
             root = os.path.realpath(ctx.workspace)
+            identity = host_identity()
+            if identity is not None:
+                try:
+                    await asyncio.to_thread(workspace_hand_over, root, *identity)
+                except SandboxRefused as refused:
+                    return tool_error(str(refused), "Shell commands are unavailable.")
             argv = await asyncio.to_thread(bwrap_argv, bwrap, root, cwd_virtual, command)
             env["HOME"] = WORKSPACE_ROOT
             spawn_cwd = root
@@ -388,7 +449,7 @@ class ShellTool(Tool):
 
         timeout = timeout_seconds()
         try:
-            outcome = await run_process(argv, spawn_cwd, env, timeout)
+            outcome = await run_process(argv, spawn_cwd, env, timeout, identity)
         except OSError as exc:
             text = f"Output: (empty)\nError: {exc.strerror or exc}"
             return tool_error(text, f"Command failed: {exc.strerror or exc}")
