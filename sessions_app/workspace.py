@@ -188,7 +188,7 @@ def _openat2_probe() -> bool:
     if _OPENAT2_SYSCALL is None:
         return False
     try:
-        os.close(_openat2(-100, "/", os.O_PATH | os.O_CLOEXEC, _RESOLVE_BENEATH))  # AT_FDCWD
+        os.close(_openat2(-100, ".", os.O_PATH | os.O_CLOEXEC, _RESOLVE_BENEATH))  # AT_FDCWD
     except OSError:
         return False  # ENOSYS (kernel before 5.6) or a seccomp filter that refuses it
     return True
