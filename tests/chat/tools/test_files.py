@@ -238,6 +238,10 @@ async def test_glob_dir_path_braces_and_case(call, ws):
     (ws / "web" / "App.TSX").write_text("")
     (ws / "web" / "util.ts").write_text("")
     (ws / "top.ts").write_text("")
+    # One mtime for both: newest first would otherwise depend on a clock tick between writes.
+    now = time.time()
+    for name in ("App.TSX", "util.ts"):
+        os.utime(ws / "web" / name, (now, now))
     found = await call("glob", pattern="*.{ts,tsx}", dir_path="web")
     assert found.output.splitlines()[1:] == ["/workspace/web/App.TSX", "/workspace/web/util.ts"]
     strict = await call("glob", pattern="*.tsx", dir_path="web", case_sensitive=True)
