@@ -479,3 +479,20 @@ async def test_glob_accepts_a_workspace_absolute_pattern(call, ws):
 def test_read_tools_ask_for_plain_information_confirmation(ctx):
     details = tool_lookup("read_file").confirmation_details({"file_path": "a.txt"}, ctx)
     assert details == {"type": "info", "title": "Confirm ReadFile", "prompt": "a.txt"}
+
+
+async def test_write_file_reports_a_file_too_large_for_the_filesystem(call, ws):
+    """EFBIG for real (the process's file size limit), as a capped disk would answer."""
+    import resource
+    import signal
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+    try:
+        result = await call("write_file", file_path="big.txt", content="x" * 100_000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert result.error == "Error writing to file /workspace/big.txt: File too large (EFBIG)"
+    assert list(ws.iterdir()) == []
