@@ -117,10 +117,14 @@ def _shown(path: str) -> str:
     return "/" + posixpath.normpath(joined).lstrip("/")
 
 
-@pytest.mark.parametrize("path", ESCAPES + FINAL_LINKS)
+OPERATIONS = ["read", "stat", "check", "listdir", "write", "mkdirs", "real_path", "walk"]
+
+
 @pytest.mark.parametrize(
-    "operation",
-    ["read", "stat", "check", "listdir", "write", "mkdirs", "real_path", "walk", "rename_to"],
+    ("path", "operation"),
+    [(path, operation) for path in ESCAPES + FINAL_LINKS for operation in OPERATIONS]
+    # Renaming onto a link replaces the link itself, inside the workspace: not a way out.
+    + [(path, "rename_to") for path in ESCAPES],
 )
 def test_every_way_out_is_refused(ws, root, host, tmp_path, path, operation):
     before = _tree(tmp_path)
@@ -135,8 +139,6 @@ def test_every_way_out_is_refused(ws, root, host, tmp_path, path, operation):
         "walk": lambda: list(ws.walk(path)),
         "rename_to": lambda: ws.rename("real/f.txt", path),
     }
-    if operation == "rename_to" and path in FINAL_LINKS:
-        pytest.skip("renaming onto a link replaces the link itself, inside the workspace")
     with pytest.raises(PathRefused) as refused:
         calls[operation]()
     assert str(refused.value) == NOT_IN_WORKSPACE.format(_shown(path))
