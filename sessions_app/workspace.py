@@ -79,10 +79,6 @@ def workspace_create(session) -> Path:
     return path
 
 
-def workspace_remove(session) -> None:
-    workspace_tree_remove(session_workspace(session))
-
-
 def workspace_tree_remove(path: Path) -> None:
     """Removes a whole workspace directory by fds: links inside are removed, never followed."""
     path = Path(path)
@@ -188,7 +184,7 @@ def _openat2_probe() -> bool:
     if _OPENAT2_SYSCALL is None:
         return False
     try:
-        os.close(_openat2(-100, "/", os.O_PATH | os.O_CLOEXEC, _RESOLVE_BENEATH))  # AT_FDCWD
+        os.close(_openat2(-100, ".", os.O_PATH | os.O_CLOEXEC, _RESOLVE_BENEATH))  # AT_FDCWD
     except OSError:
         return False  # ENOSYS (kernel before 5.6) or a seccomp filter that refuses it
     return True
@@ -219,10 +215,6 @@ class WalkEntry:
     path: str  # relative to the directory walked
     relative: str  # relative to the workspace root (the real path, links in the top resolved)
     lstat: os.stat_result
-
-    @property
-    def is_link(self) -> bool:
-        return stat.S_ISLNK(self.lstat.st_mode)
 
 
 @dataclass(frozen=True)

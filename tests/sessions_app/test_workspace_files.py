@@ -1,5 +1,6 @@
 """Workspace files over REST: upload, list, download, delete, limits, and every way out refused."""
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -362,3 +363,139 @@ def test_listing_never_follows_a_link_out(auth_client, session, escape_setup, tm
     assert str(tmp_path) not in text
     assert all(e["path"].startswith("/workspace/") for e in response.json()["entries"])
     assert "etc" not in [e["name"] for e in response.json()["entries"]]
+
+
+# What the kernel says becomes the contract's answer, never a 500.
+
+TOO_LONG = "n" * 300
+
+
+def _call(client, session, endpoint: str, path: str, body: bytes = b"x"):
+    if endpoint == "list":
+        return client.get(files_url(session), {"path": path})
+    if endpoint == "download":
+        return client.get(content_url(session), {"path": path})
+    if endpoint == "upload":
+        return upload(client, session, path, body)
+    return client.delete(f"{content_url(session)}?path={path}")
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("path", [TOO_LONG, f"src/{TOO_LONG}/x.txt"])
+def test_a_name_too_long_is_a_validation_error(auth_client, session, workspace, endpoint, path):
+    (workspace / "src").mkdir()
+
+    response = _call(auth_client, session, endpoint, path)
+
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "validation_error"
+    assert error["message"] == "File name too long"
+    assert error["details"] == {"path": [f"File name too long: /workspace/{path}"]}
+    assert sorted(p.name for p in workspace.iterdir()) == ["src"]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_a_file_used_as_a_directory_is_a_bad_request(auth_client, session, workspace, endpoint):
+    (workspace / "notes.txt").write_text("a file")
+
+    response = _call(auth_client, session, endpoint, "notes.txt/inner/x.txt")
+
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "bad_request"
+    assert error["message"] == "A parent of the path is not a directory"
+    assert (workspace / "notes.txt").read_text() == "a file"
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_a_link_loop_is_a_bad_request(auth_client, session, workspace, endpoint):
+    (workspace / "loop1").symlink_to("loop2")
+    (workspace / "loop2").symlink_to("loop1")
+
+    response = _call(auth_client, session, endpoint, "loop1/x.txt")
+
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "bad_request"
+    assert error["message"] == "Too many levels of symbolic links: /workspace/loop1/x.txt"
+
+
+def test_links_inside_the_workspace_work_through_every_endpoint(auth_client, session, workspace):
+    (workspace / "real").mkdir()
+    (workspace / "alias").symlink_to("/workspace/real")  # as `ln -s` in the sandbox writes it
+
+    assert upload(auth_client, session, "alias/a.txt", b"via link").status_code == 201
+    assert (workspace / "real" / "a.txt").read_bytes() == b"via link"
+    download = auth_client.get(content_url(session), {"path": "alias/a.txt"})
+    assert b"".join(download.streaming_content) == b"via link"
+    listing = auth_client.get(files_url(session), {"path": "alias"})
+    assert listing.json()["entries"][0]["path"] == "/workspace/alias/a.txt"
+    assert auth_client.delete(f"{content_url(session)}?path=alias/a.txt").status_code == 204
+    assert not (workspace / "real" / "a.txt").exists()
+
+
+def test_a_file_too_large_for_the_filesystem_is_413(auth_client, session, workspace):
+    """EFBIG for real: the process's file size limit, as a full or capped disk would answer."""
+    import resource
+    import signal
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+    try:
+        response = upload(auth_client, session, "big.bin", b"x" * 100_000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+    assert response.status_code == 413
+    error = error_of(response)
+    assert error["code"] == "payload_too_large"
+    assert error["message"] == "No room for the file: File too large"
+    assert list(workspace.iterdir()) == []  # the temporary file went too
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error_code"),
+    [
+        # The ones a test cannot provoke here (a full disk, a quota, a root user's permissions).
+        (errno.ENOSPC, 413, "payload_too_large"),
+        (errno.EDQUOT, 413, "payload_too_large"),
+        (errno.EXDEV, 400, "bad_request"),
+        (errno.EACCES, 403, "forbidden"),
+        (errno.ENOTEMPTY, 409, "conflict"),
+        (errno.EIO, 400, "bad_request"),
+    ],
+)
+def test_other_os_errors_map_to_the_contract(code, status, error_code):
+    from sessions_app.services import _os_error
+
+    error = _os_error(OSError(code, os.strerror(code)), "a/b.txt")
+
+    assert (error.status, error.code) == (status, error_code)
+    assert "/tmp" not in error.message
+
+
+# The workspace quota.
+
+
+def test_uploads_over_the_workspace_quota_are_refused(auth_client, session, workspace, settings):
+    settings.WORKSPACE_MAX_BYTES = 10_000
+    assert upload(auth_client, session, "a.bin", b"a" * 6000).status_code == 201
+
+    refused = upload(auth_client, session, "b.bin", b"b" * 6000)
+
+    assert refused.status_code == 413
+    error = error_of(refused)
+    assert error["code"] == "payload_too_large"
+    assert error["message"] == (
+        "Workspace quota exceeded: writing /workspace/b.bin (6000 bytes) would bring the "
+        "workspace to 12000 bytes, over its limit of 10000 bytes. Delete files to free space."
+    )
+    assert error["details"] == {"path": "b.bin", "usedBytes": 6000, "limitBytes": 10000}
+    assert sorted(p.name for p in workspace.iterdir()) == ["a.bin"]
+    # Replacing a file counts only the difference; deleting frees the space.
+    assert upload(auth_client, session, "a.bin", b"a" * 9000).status_code == 200
+    assert auth_client.delete(f"{content_url(session)}?path=a.bin").status_code == 204
+    assert upload(auth_client, session, "b.bin", b"b" * 6000).status_code == 201

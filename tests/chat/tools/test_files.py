@@ -238,6 +238,10 @@ async def test_glob_dir_path_braces_and_case(call, ws):
     (ws / "web" / "App.TSX").write_text("")
     (ws / "web" / "util.ts").write_text("")
     (ws / "top.ts").write_text("")
+    # One mtime for both: newest first would otherwise depend on a clock tick between writes.
+    now = time.time()
+    for name in ("App.TSX", "util.ts"):
+        os.utime(ws / "web" / name, (now, now))
     found = await call("glob", pattern="*.{ts,tsx}", dir_path="web")
     assert found.output.splitlines()[1:] == ["/workspace/web/App.TSX", "/workspace/web/util.ts"]
     strict = await call("glob", pattern="*.tsx", dir_path="web", case_sensitive=True)
@@ -475,3 +479,20 @@ async def test_glob_accepts_a_workspace_absolute_pattern(call, ws):
 def test_read_tools_ask_for_plain_information_confirmation(ctx):
     details = tool_lookup("read_file").confirmation_details({"file_path": "a.txt"}, ctx)
     assert details == {"type": "info", "title": "Confirm ReadFile", "prompt": "a.txt"}
+
+
+async def test_write_file_reports_a_file_too_large_for_the_filesystem(call, ws):
+    """EFBIG for real (the process's file size limit), as a capped disk would answer."""
+    import resource
+    import signal
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+    try:
+        result = await call("write_file", file_path="big.txt", content="x" * 100_000)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert result.error == "Error writing to file /workspace/big.txt: File too large (EFBIG)"
+    assert list(ws.iterdir()) == []

@@ -136,3 +136,93 @@ def test_confirmation_for_an_escape_reports_the_refusal(ctx):
     )
     assert details["error"] == NOT_IN_WORKSPACE.format("/evil.txt")
     assert details["diff"] == ""
+
+
+# A link out at each component, for every tool that takes a path.
+
+
+@pytest.fixture
+def host(tmp_path):
+    directory = tmp_path / "host"
+    (directory / "sub").mkdir(parents=True)
+    (directory / "secret.txt").write_text("host secret\n")
+    (directory / "sub" / "secret.txt").write_text("host secret\n")
+    return directory
+
+
+@pytest.mark.parametrize("link_at", ["out", "a/out", "a/b/out"])
+async def test_a_link_out_at_any_component_is_refused_by_every_tool(call, ws, host, link_at):
+    (ws / "a" / "b").mkdir(parents=True)
+    os.symlink(host, ws / link_at)
+    before = sorted(p.name for p in host.rglob("*"))
+    file_path, dir_path = f"{link_at}/sub/secret.txt", f"{link_at}/sub"
+    calls = {
+        "read_file": {"file_path": file_path},
+        "write_file": {"file_path": f"{link_at}/planted.txt", "content": "x"},
+        "replace": {"file_path": file_path, "old_string": "host", "new_string": "pwned"},
+        "list_directory": {"dir_path": dir_path},
+        "glob": {"pattern": "*", "dir_path": dir_path},
+        "grep_search": {"pattern": "secret", "dir_path": dir_path},
+    }
+    for name, args in calls.items():
+        result = await call(name, **args)
+        shown = args.get("file_path") or args.get("dir_path")
+        assert result.error == NOT_IN_WORKSPACE.format(f"/workspace/{shown}"), name
+    many = await call("read_many_files", include=[f"{link_at}/**", file_path])
+    assert "host secret" not in many.output
+    assert sorted(p.name for p in host.rglob("*")) == before
+    assert (host / "sub" / "secret.txt").read_text() == "host secret\n"
+
+
+async def test_links_inside_work_for_the_tools(call, ws):
+    (ws / "real").mkdir()
+    (ws / "real" / "f.txt").write_text("inside\n")
+    os.symlink("real", ws / "alias")
+    os.symlink("/workspace/real/f.txt", ws / "abs-link.txt")  # as written inside the sandbox
+    assert (await call("read_file", file_path="alias/f.txt")).output == "inside\n"
+    assert (await call("read_file", file_path="abs-link.txt")).output == "inside\n"
+    written = await call("write_file", file_path="abs-link.txt", content="changed\n")
+    assert written.ok
+    assert (ws / "real" / "f.txt").read_text() == "changed\n"
+    assert os.path.islink(ws / "abs-link.txt")
+    listing = await call("list_directory", dir_path="alias")
+    assert listing.output == "Directory listing for /workspace/alias:\nf.txt (8 bytes)"
+    found = await call("glob", pattern="*.txt", dir_path="alias")
+    assert found.output.endswith("\n/workspace/real/f.txt")
+    top = await call("list_directory", dir_path=".")
+    assert "[DIR] alias" in top.output and "abs-link.txt (8 bytes)" in top.output
+
+
+async def test_dangling_links_and_loops(call, ws):
+    os.symlink("made/later.txt", ws / "later")
+    os.symlink("loop2", ws / "loop1")
+    os.symlink("loop1", ws / "loop2")
+    assert (await call("read_file", file_path="later")).error == "File not found: /workspace/later"
+    created = await call("write_file", file_path="later", content="now\n")
+    assert created.output.startswith("Successfully created and wrote to new file: /workspace/later")
+    assert (ws / "made" / "later.txt").read_text() == "now\n"
+    for name, args in {
+        "read_file": {"file_path": "loop1"},
+        "write_file": {"file_path": "loop1/x", "content": "x"},
+        "list_directory": {"dir_path": "loop1"},
+    }.items():
+        result = await call(name, **args)
+        shown = args.get("file_path") or args.get("dir_path")
+        assert result.error == f"Too many levels of symbolic links: /workspace/{shown}", name
+    listing = await call("list_directory", dir_path=".")
+    assert "loop1 (broken symlink)" in listing.output
+
+
+async def test_a_name_too_long_is_reported_as_the_os_says(call, ws):
+    name = "n" * 300
+    read = await call("read_file", file_path=name)
+    assert read.error == f"Error reading file /workspace/{name}: File name too long (ENAMETOOLONG)"
+    write = await call("write_file", file_path=name, content="x")
+    assert write.error == (
+        f"Error writing to file /workspace/{name}: File name too long (ENAMETOOLONG)"
+    )
+    listing = await call("list_directory", dir_path=name)
+    assert listing.error == (
+        f"Error listing directory /workspace/{name}: File name too long (ENAMETOOLONG)"
+    )
+    assert list(ws.iterdir()) == []
