@@ -18,7 +18,7 @@ from chat.turns.control import turn_cancel, turn_confirm
 from chat.turns.loop import turn_open
 from gemini_server.errors import ValidationFailed, request_ip
 from gemini_server.paging import PAGE_PARAMS, page_params
-from gemini_server.sse import sse_response
+from gemini_server.sse import EventStreamNegotiation, sse_response
 from gemini_server.validation import validated
 from sessions_app.selectors import session_get
 
@@ -41,6 +41,8 @@ class OperateView(APIView):
 
 
 class ChatMessageView(OperateView):
+    content_negotiation_class = EventStreamNegotiation
+
     @extend_schema(
         request=s.ChatMessageSerializer,
         responses={
@@ -62,7 +64,7 @@ class ChatMessageView(OperateView):
             ip=request_ip(request),
             cancel_when_unwatched=False,
         )
-        return sse_response(turn_sse(turn))
+        return sse_response(turn_sse(turn), on_close=turn.abandon)
 
 
 class ChatConfirmView(OperateView):

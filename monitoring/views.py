@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from accounts.permissions import IsAdmin
 from gemini_server.clock import iso_utc
 from gemini_server.errors import ValidationFailed
-from gemini_server.sse import sse_response
+from gemini_server.sse import EventStreamNegotiation, sse_response
 from monitoring.models import EventType
 from monitoring.selectors import event_list, event_stats, event_to_dict, tokens_by_user
 from monitoring.stream import monitoring_sse
@@ -117,6 +117,8 @@ class EventListView(AdminView):
 
 
 class EventStreamView(AdminView):
+    content_negotiation_class = EventStreamNegotiation
+
     @extend_schema(
         parameters=[
             OpenApiParameter("type", str, description="comma-separated event types"),

@@ -190,6 +190,17 @@ class Turn:
 
     # Control, from transports.
 
+    def abandon(self) -> None:
+        """The client left before reading anything: release a turn that never started.
+
+        Called from a thread when the HTTP response is closed; a turn that did start is
+        cancelled on its own event loop (its stream's cleanup does the rest).
+        """
+        if self._task is None:
+            turn_release(session_id=self.session.id, turn_id=self.turn_id)
+        elif not self._task.done():
+            self._task.get_loop().call_soon_threadsafe(self.cancel)
+
     def start(self) -> None:
         if self._task is None:
             self._queue = asyncio.Queue()

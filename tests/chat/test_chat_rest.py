@@ -506,3 +506,28 @@ def test_a_tool_call_is_recorded_as_the_users(auth_client, session, workspace, u
     assert event.data["args"] == {"path": "notes.txt"}
     assert event.data["status"] == "success"
     assert event.data["resultExcerpt"] == "alpha\n"
+
+
+@commits
+def test_a_client_gone_before_the_first_frame_leaves_the_session_free(user, session):
+    """The response is closed without being read (the client hung up as it was sent): the
+    turn, which starts when read, never started, and its claim must not lock the session."""
+    from rest_framework.test import APIRequestFactory, force_authenticate
+
+    from chat.views import ChatMessageView
+
+    request = APIRequestFactory().post(
+        "/api/v1/chat/message",
+        {"sessionId": str(session.id), "message": "hello"},
+        format="json",
+        HTTP_ACCEPT="text/event-stream",
+    )
+    force_authenticate(request, user=user)
+    response = ChatMessageView.as_view()(request)
+    assert response.status_code == 200
+    assert Session.objects.get(pk=session.id).turn_id is not None
+
+    response.close()
+
+    assert Session.objects.get(pk=session.id).turn_id is None
+    assert not Message.objects.filter(session=session).exists()

@@ -481,3 +481,26 @@ async def test_last_socket_leaving_does_not_cancel_a_turn_streamed_over_sse(
     assert await leaving
     assert of_type(response, "done")[0]["finishReason"] == "STOP"
     assert "".join(d["text"] for d in of_type(response, "content")) == "one two three"
+
+
+async def test_an_event_stream_accept_header_is_served(session, token, fake_gemini):
+    """Standard SSE clients send `Accept: text/event-stream`; that is what this endpoint serves."""
+    response = await chat(
+        session, token, scripted({"text": "hi"}), headers={"accept": "text/event-stream"}
+    )
+
+    assert response.status == 200
+    assert types_of(response)[-1] == "done"
+
+
+async def test_an_error_before_the_stream_is_json_whatever_the_accept_header(session, token):
+    response = await asgi_request(
+        "POST",
+        CHAT,
+        body={"sessionId": str(session.id), "message": ""},
+        token=token,
+        headers={"accept": "text/event-stream"},
+    )
+
+    assert response.status == 400
+    assert response.json()["error"]["code"] == "validation_error"
