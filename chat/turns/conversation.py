@@ -38,12 +38,18 @@ _cache: OrderedDict = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def history_steps(*, session_id, epoch: int) -> list[Step]:
-    """The session's stored steps, oldest first: cached steps plus one query for newer rows."""
+def history_steps(*, session_id, epoch: int, count: int | None = None) -> list[Step]:
+    """The session's stored steps, oldest first: cached steps plus one query for newer rows.
+
+    With the session's message count, a cache that already holds every step costs no query.
+    """
     with _cache_lock:
         cached = _cache.get(session_id)
         if cached is not None and cached.epoch != epoch:
             cached = None
+        if cached is not None and count is not None and len(cached.steps) == count:
+            _cache.move_to_end(session_id)
+            return list(cached.steps)
         last_seq = cached.last_seq if cached is not None else 0
     rows = list(
         Message.objects.filter(session_id=session_id, seq__gt=last_seq)
@@ -61,6 +67,16 @@ def history_steps(*, session_id, epoch: int) -> list[Step]:
         while len(_cache) > CACHED_SESSIONS:
             _cache.popitem(last=False)
     return list(steps)
+
+
+def history_remember(*, session_id, epoch: int, message) -> None:
+    """A step this process just stored: the next turn here needs no query to know it."""
+    with _cache_lock:
+        cached = _cache.get(session_id)
+        if cached is None or cached.epoch != epoch or message.seq <= cached.last_seq:
+            return
+        cached.steps.append(Step(message.role, message.parts or []))
+        cached.last_seq = message.seq
 
 
 def history_forget(session_id) -> None:

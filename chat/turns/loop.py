@@ -33,7 +33,7 @@ from chat.agent.tools import (
 from chat.models import MessageRole
 from chat.tools_run import tool_call_begin, tool_call_record
 from chat.turns.control import tool_always_allow, turn_begin
-from chat.turns.conversation import Conversation, history_steps
+from chat.turns.conversation import Conversation, history_remember, history_steps
 from chat.turns.slot import turn_decisions_since, turn_heartbeat, turn_release
 from chat.turns.store import message_store
 from gemini_server.groups import turn_group
@@ -367,7 +367,7 @@ class Turn:
         """
         session = self.session
         steps = await database_sync_to_async(history_steps)(
-            session_id=session.id, epoch=session.history_epoch
+            session_id=session.id, epoch=session.history_epoch, count=session.message_count
         )
         system_instruction = await asyncio.to_thread(_system_instruction, session)
         generation = {}
@@ -463,7 +463,12 @@ class Turn:
             collected.append(data)
 
     def _store(self, **kwargs):
-        return message_store(session=self.session, user=self.user, ip=self.ip, **kwargs)
+        message = message_store(session=self.session, user=self.user, ip=self.ip, **kwargs)
+        if message is not None:
+            history_remember(
+                session_id=self.session.id, epoch=self.session.history_epoch, message=message
+            )
+        return message
 
     async def _tool_call(self, call: dict) -> None:
         call_id, name, args = call["id"], call.get("name", ""), call.get("args") or {}
