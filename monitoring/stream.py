@@ -4,6 +4,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import suppress
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -36,8 +37,16 @@ def _frame(event: dict) -> bytes:
     return f"id: {event['id']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
 
 
+# How long to wait before subscribing again when the channel layer (Redis) went away.
+RESUBSCRIBE_SECONDS = (0.5, 1, 2, 5)
+# A Redis restart forgets group memberships without a receiver noticing: this often the stream
+# renews its membership and reads from the database what the live feed may have missed.
+RENEW_SECONDS = 3
+LAYER_LOST = {"type": "layer.lost"}
+
+
 async def _receive_into(layer, channel: str, inbox: asyncio.Queue) -> None:
-    """Moves messages from the layer to `inbox`; a layer failure ends the stream (None)."""
+    """Moves messages from the layer to `inbox`; a layer failure is told as LAYER_LOST."""
     try:
         while True:
             message = await layer.receive(channel)
@@ -45,24 +54,59 @@ async def _receive_into(layer, channel: str, inbox: asyncio.Queue) -> None:
                 return
             await inbox.put(message)
     except Exception:
-        logger.exception("The monitoring stream lost its channel layer")
-        await inbox.put(None)
+        logger.warning("The monitoring stream lost its channel layer; subscribing again")
+        await inbox.put(LAYER_LOST)
+
+
+def _latest_seq() -> int:
+    return event_list().values_list("seq", flat=True).first() or 0
+
+
+class _Subscription:
+    """The stream's channel in the monitoring group, and the task reading it into `inbox`."""
+
+    def __init__(self, layer, inbox: asyncio.Queue):
+        self.layer, self.inbox = layer, inbox
+        self.channel, self.receiver = None, None
+
+    async def open(self) -> None:
+        self.channel = await self.layer.new_channel()
+        await self.layer.group_add(MONITORING, self.channel)
+        self.receiver = asyncio.create_task(_receive_into(self.layer, self.channel, self.inbox))
+
+    async def renew(self) -> None:
+        """Membership again (idempotent); a reader that stopped on a layer failure is replaced."""
+        if self.receiver is None or self.receiver.done():
+            await self.close()
+            await self.open()
+        else:
+            await self.layer.group_add(MONITORING, self.channel)
+
+    async def close(self) -> None:
+        if self.receiver is not None:
+            await receiver_stop(self.layer, self.channel, self.receiver)
+        if self.channel is not None:
+            with suppress(Exception):
+                await self.layer.group_discard(MONITORING, self.channel)
+        self.channel, self.receiver = None, None
 
 
 async def monitoring_sse(
     *, types: list[str] | None, user_id: str | None, last_event_id: str | None
 ) -> AsyncIterator[bytes]:
-    """Subscribes before replaying, then skips live events already replayed: nothing is missed or sent twice."""
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(MONITORING, channel)
+    """Subscribes before replaying, then skips live events already replayed: nothing is missed or sent twice.
+
+    If the channel layer goes away (a Redis restart), the stream subscribes again and replays
+    from the database what it missed meanwhile: it goes on rather than ending.
+    """
     # layer.receive() is never cancelled while the stream lives: a cancelled channels_redis
     # receive() can drop a message (a third of them, with keep-alives close together). The
     # keep-alive timeout waits on a local queue instead, which gives nothing up when cancelled.
     inbox: asyncio.Queue = asyncio.Queue(maxsize=INBOX_SIZE)
-    receiver = asyncio.create_task(_receive_into(layer, channel, inbox))
+    subscription = _Subscription(get_channel_layer(), inbox)
+    await subscription.open()
     try:
-        high_water = 0
+        high_water = await database_sync_to_async(_latest_seq)()
         if last_event_id:
             after_seq = await database_sync_to_async(event_seq_of)(last_event_id)
             if after_seq is not None:
@@ -71,20 +115,55 @@ async def monitoring_sse(
                     high_water = seq
                     yield _frame(event)
         yield b": connected\n\n"
+        loop = asyncio.get_running_loop()
+        quiet_since = renewed_at = loop.time()
         while True:
+            if loop.time() >= renewed_at + RENEW_SECONDS:
+                async for frame in _renew(subscription):
+                    yield frame
+                renewed_at = loop.time()
+                for seq, event in await database_sync_to_async(_missed)(high_water, types, user_id):
+                    high_water = seq
+                    if event_matches(event, types=types, user_id=user_id):
+                        quiet_since = loop.time()
+                        yield _frame(event)
+            wait = min(quiet_since + settings.SSE_KEEPALIVE_SECONDS, renewed_at + RENEW_SECONDS)
             try:
-                async with asyncio.timeout(settings.SSE_KEEPALIVE_SECONDS):
+                async with asyncio.timeout(max(0.0, wait - loop.time())):
                     message = await inbox.get()
             except TimeoutError:
-                yield b": keep-alive\n\n"
+                if loop.time() >= quiet_since + settings.SSE_KEEPALIVE_SECONDS:
+                    quiet_since = loop.time()
+                    yield b": keep-alive\n\n"
                 continue
-            if message is None:
-                return
+            if message is LAYER_LOST:
+                renewed_at = float("-inf")  # subscribe again and replay, right away
+                continue
             if message.get("type") != "monitoring.event" or message.get("seq", 0) <= high_water:
                 continue
+            high_water = message["seq"]
             event = message["event"]
             if event_matches(event, types=types, user_id=user_id):
+                quiet_since = loop.time()
                 yield _frame(event)
     finally:
-        await receiver_stop(layer, channel, receiver)
-        await layer.group_discard(MONITORING, channel)
+        await subscription.close()
+
+
+async def _renew(subscription: _Subscription) -> AsyncIterator[bytes]:
+    """Renews the stream's membership; if the layer is away, subscribes again once it is back,
+    keeping the client's connection alive meanwhile."""
+    try:
+        await subscription.renew()
+        return
+    except Exception:
+        await subscription.close()
+    attempt = 0
+    while True:
+        try:
+            await subscription.open()
+            return
+        except Exception:
+            yield b": waiting for the live feed\n\n"
+            await asyncio.sleep(RESUBSCRIBE_SECONDS[min(attempt, len(RESUBSCRIBE_SECONDS) - 1)])
+            attempt += 1
