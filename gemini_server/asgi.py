@@ -1,4 +1,5 @@
-"""The ASGI application daphne serves: HTTP through Django, `/ws/` through Channels."""
+"""The ASGI application daphne serves: HTTP through Django, `/ws/` through Channels, and
+Socket.IO at `/socket.io/` (both its transports) for the seed's clients, all on one port."""
 
 import os
 
@@ -12,6 +13,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from accounts.channels_auth import TokenAuthMiddleware  # noqa: E402
+from chat.socketio_server import socketio_application  # noqa: E402
 from gemini_server.routing import websocket_urlpatterns  # noqa: E402
 
 # The admin console and Swagger UI need their static files; daphne serves none by itself.
@@ -32,10 +34,13 @@ def _daphne_leaves_bodies_to_django() -> None:
 
 _daphne_leaves_bodies_to_django()
 
-application = ProtocolTypeRouter(
-    {
-        "http": http_app,
-        # No Origin check: sockets are admitted by token only, never by a cookie a page could ride on.
-        "websocket": TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
-    }
+application = socketio_application(
+    ProtocolTypeRouter(
+        {
+            "http": http_app,
+            # No Origin check: sockets are admitted by token only, never by a cookie a page could
+            # ride on.
+            "websocket": TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
+        }
+    )
 )

@@ -174,41 +174,42 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def daphne_servers(transactional_db, settings, fake_gemini_server):
-    """Starts real daphne processes on the test database and Redis: `start(*daphne_args, **env)`
-    returns the base URL.
+LIVE_SKIP_REASON = (
+    "needs PostgreSQL and Redis shared by several processes (set DATABASE_URL and REDIS_URL)"
+)
 
-    Several processes share state only through PostgreSQL and Redis, so these tests need both
-    (CI sets DATABASE_URL and REDIS_URL); without them they are skipped with that reason.
-    """
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    import time
-    import urllib.request
-    from pathlib import Path
 
-    database_url = _subprocess_database_url()
-    if not database_url or not settings.REDIS_URL:
-        pytest.skip(
-            "needs PostgreSQL and Redis shared by several processes (set DATABASE_URL and REDIS_URL)"
-        )
-    processes, logs = [], []
+class DaphneProcesses:
+    """Real daphne processes (scripts/run-daphne, the production command line) on the test
+    database, Redis and the fake Gemini upstream; `start(*daphne_args, **env)` returns a base URL."""
 
-    def start(*daphne_args: str, **env) -> str:
+    def __init__(self, *, database_url: str, redis_url: str, workspaces_root, fake_base_url: str):
+        self.database_url = database_url
+        self.redis_url = redis_url
+        self.workspaces_root = workspaces_root
+        self.fake_base_url = fake_base_url
+        self.processes, self.logs = [], []
+
+    def start(self, *daphne_args: str, **env) -> str:
+        import os
+        import subprocess
+        import sys
+        import tempfile
+        import time
+        import urllib.request
+        from pathlib import Path
+
         port = _free_port()
         log = tempfile.TemporaryFile()  # noqa: SIM115 -- outlives this call; closed at teardown
-        logs.append(log)
+        self.logs.append(log)
         environment = {
             **os.environ,
-            "DATABASE_URL": database_url,
-            "REDIS_URL": settings.REDIS_URL,
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
             "DJANGO_DEBUG": "true",
-            "WORKSPACES_ROOT": str(settings.WORKSPACES_ROOT),
+            "WORKSPACES_ROOT": str(self.workspaces_root),
             "GEMINI_API_KEY": "test-key",
-            "GEMINI_BASE_URL": fake_gemini_server.base_url,
+            "GEMINI_BASE_URL": self.fake_base_url,
             "GEMINI_RETRY_ATTEMPTS": "1",
             # The production command line (scripts/run-daphne), run by this interpreter.
             "PYTHON": sys.executable,
@@ -224,9 +225,9 @@ def daphne_servers(transactional_db, settings, fake_gemini_server):
             # A file, not a pipe: a full pipe would block daphne in a long test.
             stderr=log,
         )
-        processes.append(process)
+        self.processes.append(process)
         base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 log.seek(0)
@@ -237,15 +238,73 @@ def daphne_servers(transactional_db, settings, fake_gemini_server):
                         return base_url
             except OSError:
                 time.sleep(0.2)
-        raise RuntimeError("daphne did not become healthy within 30 s")
+        raise RuntimeError("daphne did not become healthy within 60 s")
 
-    yield start
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    for log in logs:
-        log.close()
+    def stop(self) -> None:
+        import subprocess
+
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in self.logs:
+            log.close()
+
+
+@pytest.fixture
+def daphne_servers(transactional_db, settings, fake_gemini_server):
+    """Starts real daphne processes on the test database and Redis: `start(*daphne_args, **env)`
+    returns the base URL.
+
+    Several processes share state only through PostgreSQL and Redis, so these tests need both
+    (CI sets DATABASE_URL and REDIS_URL); without them they are skipped with that reason.
+    """
+    database_url = _subprocess_database_url()
+    if not database_url or not settings.REDIS_URL:
+        pytest.skip(LIVE_SKIP_REASON)
+    servers = DaphneProcesses(
+        database_url=database_url,
+        redis_url=settings.REDIS_URL,
+        workspaces_root=settings.WORKSPACES_ROOT,
+        fake_base_url=fake_gemini_server.base_url,
+    )
+    yield servers.start
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def daphne_pool(django_db_setup, fake_gemini_server, tmp_path_factory):
+    """Named daphne processes kept for the whole run (each takes seconds to start), stopped before
+    the test database goes; tests reach them through `live_daphne`."""
+    from django.conf import settings
+
+    database_url = _subprocess_database_url()
+    if not database_url or not settings.REDIS_URL:
+        pytest.skip(LIVE_SKIP_REASON)
+    servers = DaphneProcesses(
+        database_url=database_url,
+        redis_url=settings.REDIS_URL,
+        workspaces_root=tmp_path_factory.mktemp("live-workspaces"),
+        fake_base_url=fake_gemini_server.base_url,
+    )
+    urls: dict[str, str] = {}
+
+    def url(name: str = "a") -> str:
+        if name not in urls:
+            urls[name] = servers.start()
+        return urls[name]
+
+    url.workspaces_root = servers.workspaces_root
+    yield url
+    servers.stop()
+
+
+@pytest.fixture
+def live_daphne(transactional_db, settings, daphne_pool):
+    """`live_daphne(name="a")`: the base URL of the pool's daphne process of that name, started on
+    first use. Sessions this test creates get their workspaces where those processes look."""
+    settings.WORKSPACES_ROOT = daphne_pool.workspaces_root
+    return daphne_pool

@@ -1,0 +1,483 @@
+"""One socket connection's protocol, whatever carries it: authentication, sessions, chat,
+confirmations, cancels, tool runs and the monitoring subscription.
+
+The /ws/ consumer and the Socket.IO server only decode what arrives into `receive(event, data)`
+and encode what the protocol emits. Both subscribe the connection's channel to the same
+channel-layer groups, so a turn's stream and the audit trail reach either kind of socket, on any
+process.
+"""
+
+import asyncio
+import logging
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from accounts.channels_auth import scope_credentials
+from accounts.models import ApiKey, Role, User
+from accounts.serializers import UserSerializer
+from accounts.throttling import user_rate_limit_hit
+from chat.agent import events as ev
+from chat.agent.events import call_id_new
+from chat.agent.tools import tool_lookup
+from chat.tools_run import tool_execute as tool_execute_service
+from chat.turns.control import turn_cancel, turn_confirm
+from chat.turns.loop import turn_open
+from gemini_server.errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    Gone,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    ValidationFailed,
+    api_error_from_exception,
+    internal_error_report,
+)
+from gemini_server.groups import session_group, turn_group
+from monitoring.subscription import MonitoringSubscription
+from sessions_app.selectors import session_get, session_to_dict
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+GEMINI_EVENTS = {
+    ev.CONTENT: "gemini:content",
+    ev.THOUGHT: "gemini:thought",
+    ev.TOOL_CALL: "gemini:tool-request",
+    ev.TOOL_CONFIRMATION: "gemini:tool-confirmation",
+    ev.TOOL_RESULT: "gemini:tool-result",
+    ev.USAGE: "gemini:usage",
+    ev.ERROR: "gemini:error",
+    ev.DONE: "gemini:done",
+}
+# Streamed events re-check the socket's credentials at most this often; inbound events and
+# monitoring events (every user's activity) always check.
+CREDENTIALS_RECHECK_SECONDS = 1.0
+# Running relays and direct tool runs, held so the event loop does not drop them midway.
+_RELAYS: set[asyncio.Task] = set()
+_TOOL_RUNS: set[asyncio.Task] = set()
+
+
+class SocketTransport(Protocol):
+    """What a transport gives the protocol: a way to send an event and a way to hang up."""
+
+    async def emit(self, event: str, data: dict) -> None: ...
+
+    async def close(self, code: int) -> None: ...
+
+
+@dataclass
+class Answer:
+    """The outcome of one client event: what an acknowledgement carries, or the error."""
+
+    reply: dict | None = None
+    error: ApiError | None = None
+
+
+def error_payload(error: ApiError, *, event: str | None = None) -> dict:
+    """An `error` event's data: the contract's error, naming the event that caused it."""
+    data = {"code": error.code, "message": error.message, "details": error.details}
+    if event:
+        data["event"] = event
+    return data
+
+
+def frame_field(data: dict, name: str, kind=str, required: bool = True):
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise ValidationFailed(details={name: ["This field is required."]})
+        return None
+    if not isinstance(value, kind) or (kind is str and not value.strip()):
+        expected = {str: "a non-empty string", dict: "an object", list: "a list"}.get(
+            kind, kind.__name__
+        )
+        raise ValidationFailed(details={name: [f"Must be {expected}."]})
+    return value
+
+
+def _members_key(session_id) -> str:
+    return f"ws-members:{session_id}"
+
+
+def _members_change(session_id, delta: int) -> int:
+    """Sockets joined to a session, across processes (the shared cache); the last to leave cancels."""
+    key = _members_key(session_id)
+    cache.add(key, 0, timeout=None)
+    try:
+        return cache.incr(key, delta)
+    except ValueError:
+        cache.set(key, max(0, delta), timeout=None)
+        return max(0, delta)
+
+
+class SocketProtocol:
+    """The state and handlers of one connection; handler names mirror event names."""
+
+    def __init__(self, transport: SocketTransport, *, layer, channel: str, ip: str | None):
+        self.transport = transport
+        self.layer = layer
+        self.channel = channel
+        self.ip = ip
+        self.user: User | None = None
+        self.api_key: ApiKey | None = None
+        self.token_expires_at: datetime | None = None
+        self.session_id: str | None = None
+        self.monitoring = MonitoringSubscription(layer, channel)
+        self.auth_timer: asyncio.Task | None = None
+        self.checked_at = 0.0
+        self.refused = False
+        self.handlers = {
+            "join-session": self.join_session,
+            "leave-session": self.leave_session,
+            "chat:message": self.chat_message,
+            "chat:cancel": self.chat_cancel,
+            "tool:confirm": self.tool_confirm,
+            "tool:execute": self.tool_execute,
+            "monitoring:subscribe": self.monitoring_subscribe,
+            "monitoring:unsubscribe": self.monitoring_unsubscribe,
+        }
+
+    async def _reply(self, event: str, data: dict) -> dict:
+        """Sends this socket its answer event; the same data goes into an acknowledgement."""
+        await self.transport.emit(event, data)
+        return data
+
+    # The connection's life.
+
+    async def start(
+        self,
+        *,
+        user: User | None,
+        api_key: ApiKey | None = None,
+        token_expires_at: datetime | None = None,
+        auth_error: str | None = None,
+    ) -> None:
+        """Opens with the credentials the connection came with, or waits for an `auth` event."""
+        if auth_error:
+            await self.transport.close(CLOSE_UNAUTHENTICATED)
+        elif user is not None and user.is_authenticated:
+            await self.authenticated(user, api_key, token_expires_at)
+        else:
+            self.auth_timer = asyncio.create_task(self._auth_deadline())
+
+    async def end(self) -> None:
+        """The connection is gone: it leaves its session and stops hearing the audit trail."""
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+        await self._leave()
+        await self.monitoring.unsubscribe()
+
+    async def receive(self, name: str, data) -> Answer:
+        """Runs one client event; every failure comes back as the contract's error."""
+        try:
+            return Answer(reply=await self._dispatch(name, data))
+        except ApiError as error:
+            return Answer(error=error)
+        except Exception as exc:
+            internal_error_report(exc)
+            return Answer(error=api_error_from_exception(exc))
+
+    async def _dispatch(self, name: str, data) -> dict | None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ValidationFailed(details={"data": ["Must be an object."]})
+        if name == "auth":
+            return await self.auth(data)
+        # Any event, even a ping, finds out that the user was deactivated or the key revoked.
+        if self.user is not None and not await self._still_allowed():
+            await self._refuse()
+            return None
+        if name == "ping":
+            return await self._reply("pong", {})
+        handler = self.handlers.get(name)
+        if handler is None:
+            raise BadRequest(f"Unknown event: {name}")
+        if self.user is None:
+            raise Unauthenticated(
+                'Authenticate first: send {"event": "auth", "data": {"token": ...}}'
+            )
+        # Every action spends the user's budget, as every REST request does.
+        wait = await database_sync_to_async(user_rate_limit_hit)(user=self.user)
+        if wait is not None:
+            raise RateLimited(retry_after=wait)
+        return await handler(data)
+
+    async def layer_message(self, message: dict) -> None:
+        """A channel-layer message for this connection (a transport without Channels' dispatch)."""
+        kind = message.get("type")
+        if kind == "session.agent_event":
+            await self.session_agent_event(message)
+        elif kind == "monitoring.event":
+            await self.monitoring_event(message)
+
+    # Authentication.
+
+    async def _auth_deadline(self) -> None:
+        await asyncio.sleep(settings.WS_AUTH_TIMEOUT_SECONDS)
+        if self.user is None:
+            await self.transport.close(CLOSE_UNAUTHENTICATED)
+
+    async def authenticated(
+        self, user: User, api_key: ApiKey | None, token_expires_at: datetime | None
+    ) -> dict:
+        self.user, self.api_key, self.token_expires_at = user, api_key, token_expires_at
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+        return await self._reply("authenticated", {"user": UserSerializer(user).data})
+
+    async def auth(self, data: dict) -> dict | None:
+        if self.user is not None:
+            raise BadRequest("Already authenticated")
+        token = data.get("token")
+        try:
+            if not isinstance(token, str) or not token:
+                raise Unauthenticated("A token is required")
+            user, api_key, token_expires_at = await scope_credentials(token)
+        except Unauthenticated:
+            await self.transport.close(CLOSE_UNAUTHENTICATED)
+            return None
+        return await self.authenticated(user, api_key, token_expires_at)
+
+    async def _still_allowed(self, *, max_age: float = 0.0) -> bool:
+        """Whether the user is active and the key usable; `max_age` reuses a recent answer."""
+        if self.refused or self.user is None:
+            return False
+        if max_age and time.monotonic() - self.checked_at < max_age:
+            return True
+        allowed = await database_sync_to_async(self._credentials_check)()
+        if allowed:
+            self.checked_at = time.monotonic()
+        return allowed
+
+    def _credentials_check(self) -> bool:
+        """A deactivated user, a revoked key or an expired JWT loses an open socket at its next event."""
+        if self.token_expires_at is not None and self.token_expires_at <= timezone.now():
+            return False
+        user = User.objects.filter(pk=self.user.pk).first()
+        if user is None or not user.is_active:
+            return False
+        self.user = user
+        if self.api_key is not None:
+            key = ApiKey.objects.filter(pk=self.api_key.pk).first()
+            return key is not None and key.is_usable()
+        return True
+
+    async def _refuse(self) -> None:
+        """Closes a socket whose credentials stopped working; it hears nothing more."""
+        if self.refused:
+            return
+        self.refused = True
+        await self.monitoring.unsubscribe()
+        await self._leave()
+        await self.transport.close(CLOSE_UNAUTHENTICATED)
+
+    # Sessions.
+
+    async def join_session(self, data: dict) -> dict:
+        session_id = frame_field(data, "sessionId")
+        session = await database_sync_to_async(session_get)(session_id=session_id, user=self.user)
+        body = await database_sync_to_async(session_to_dict)(session)
+        if self.session_id != str(session.id):
+            await self._leave()
+            self.session_id = str(session.id)
+            await self.layer.group_add(session_group(session.id), self.channel)
+            await database_sync_to_async(_members_change)(session.id, 1)
+        return await self._reply("session:joined", {"sessionId": str(session.id), "session": body})
+
+    async def leave_session(self, data: dict) -> dict:
+        session_id = self.session_id
+        if session_id is None:
+            raise BadRequest("No session joined")
+        await self._leave()
+        return await self._reply("session:left", {"sessionId": session_id})
+
+    async def _leave(self) -> None:
+        if self.session_id is None:
+            return
+        session_id, self.session_id = self.session_id, None
+        await self.layer.group_discard(session_group(session_id), self.channel)
+        remaining = await database_sync_to_async(_members_change)(session_id, -1)
+        if remaining <= 0:
+            # Nobody is watching any more: stop the turn; its partial answer is kept.
+            await self.layer.group_send(
+                turn_group(session_id), {"type": "turn.cancel", "reason": "no_listeners"}
+            )
+
+    async def _joined_session(self, *, write: bool):
+        if self.session_id is None:
+            raise BadRequest("Join a session first (join-session)")
+        return await database_sync_to_async(session_get)(
+            session_id=self.session_id, user=self.user, write=write
+        )
+
+    def _require_operator(self) -> None:
+        if self.user.role == Role.VIEWER:
+            raise Forbidden("Your role may not chat or run tools")
+
+    # Chat.
+
+    async def chat_message(self, data: dict) -> dict:
+        self._require_operator()
+        content = frame_field(data, "content")
+        session = await self._joined_session(write=True)
+        turn = await database_sync_to_async(turn_open)(
+            session=session, user=self.user, text=content, ip=self.ip
+        )
+        # The relay belongs to no socket: the turn goes on for the others if this one drops.
+        relay = asyncio.create_task(_turn_relay(self.layer, turn))
+        _RELAYS.add(relay)
+        relay.add_done_callback(_RELAYS.discard)
+        return {"sessionId": str(session.id)}
+
+    async def chat_cancel(self, data: dict) -> dict:
+        self._require_operator()
+        session = await self._joined_session(write=True)
+        await database_sync_to_async(turn_cancel)(session=session, actor=self.user)
+        return await self._reply("chat:cancelled", {"sessionId": str(session.id)})
+
+    async def tool_confirm(self, data: dict) -> dict:
+        self._require_operator()
+        call_id = frame_field(data, "callId")
+        outcome = frame_field(data, "outcome")
+        session = await self._joined_session(write=True)
+        await database_sync_to_async(turn_confirm)(
+            session=session, call_id=call_id, outcome=outcome, actor=self.user
+        )
+        return await self._reply("tool:confirmed", {"callId": call_id, "outcome": outcome})
+
+    async def tool_execute(self, data: dict) -> dict:
+        self._require_operator()
+        name = frame_field(data, "name")
+        args = frame_field(data, "args", dict, required=False) or {}
+        session = await self._joined_session(write=True)
+        # Refusals come before the start event, so every start has a complete or an error.
+        tool = tool_lookup(name)
+        if tool is None:
+            raise NotFound(f'Tool "{name}" not found', details={"name": name})
+        if session.is_expired:
+            raise Gone("This session has expired", details={"sessionId": str(session.id)})
+        call_id = call_id_new(tool.name)
+        reply = await self._reply(
+            "tool:execution-start", {"callId": call_id, "name": tool.name, "args": args}
+        )
+        # A long command must not hold up this socket's other events (a cancel, the stream).
+        run = asyncio.create_task(self._tool_run(session, tool.name, args, call_id))
+        _TOOL_RUNS.add(run)
+        run.add_done_callback(_TOOL_RUNS.discard)
+        return reply
+
+    async def _tool_run(self, session, name: str, args: dict, call_id: str) -> None:
+        try:
+            result = await tool_execute_service(
+                session=session,
+                user=self.user,
+                name=name,
+                args=args,
+                ip=self.ip,
+                call_id=call_id,
+            )
+        except Exception as exc:
+            error = exc if isinstance(exc, ApiError) else api_error_from_exception(exc)
+            if not isinstance(exc, ApiError):
+                internal_error_report(exc)
+            with suppress(Exception):
+                await self.transport.emit(
+                    "tool:execution-error",
+                    {"callId": call_id, "name": name, "error": error.message, "code": error.code},
+                )
+            return
+        # The socket may have gone meanwhile; the run is recorded either way.
+        with suppress(Exception):
+            await self._tool_outcome(call_id, result)
+
+    async def _tool_outcome(self, call_id: str, result: dict) -> None:
+        if result["status"] == "success":
+            await self.transport.emit(
+                "tool:execution-complete",
+                {
+                    "callId": call_id,
+                    "name": result["name"],
+                    "result": result["result"],
+                    "durationMs": result["durationMs"],
+                },
+            )
+        else:
+            await self.transport.emit(
+                "tool:execution-error",
+                {
+                    "callId": call_id,
+                    "name": result["name"],
+                    "error": result["result"],
+                    "durationMs": result["durationMs"],
+                },
+            )
+
+    async def session_agent_event(self, message: dict) -> None:
+        """A turn's event, relayed to every socket of the session."""
+        if not await self._still_allowed(max_age=CREDENTIALS_RECHECK_SECONDS):
+            await self._refuse()
+            return
+        event = message["event"]
+        data = {**event["data"], "sessionId": message["sessionId"]}
+        await self.transport.emit(GEMINI_EVENTS[event["type"]], data)
+
+    # Monitoring.
+
+    async def monitoring_subscribe(self, data: dict) -> dict:
+        if self.user.role != Role.ADMIN:
+            raise Forbidden("Admins only")
+        types = frame_field(data, "types", list, required=False)
+        subscribed = await self.monitoring.subscribe(types)
+        return await self._reply("monitoring:subscribed", {"types": subscribed})
+
+    async def monitoring_unsubscribe(self, data: dict) -> dict:
+        await self.monitoring.unsubscribe()
+        return await self._reply("monitoring:unsubscribed", {})
+
+    async def monitoring_event(self, message: dict) -> None:
+        if not self.monitoring.active:
+            return
+        if not await self._still_allowed():
+            await self._refuse()
+            return
+        if self.user.role != Role.ADMIN:
+            # Demoted while subscribed: the audit trail is for admins only.
+            await self.monitoring.unsubscribe()
+            await self.transport.emit(
+                "error", error_payload(Forbidden("Admins only"), event="monitoring:event")
+            )
+            return
+        event = self.monitoring.wanted(message)
+        if event is not None:
+            await self.transport.emit("monitoring:event", event)
+
+
+async def _turn_relay(layer, turn) -> None:
+    """Publishes a turn's events to its session group until `done`."""
+    group = session_group(turn.session.id)
+    session_id = str(turn.session.id)
+    try:
+        async for event in turn.events():
+            with suppress(Exception):
+                await layer.group_send(
+                    group,
+                    {
+                        "type": "session.agent_event",
+                        "event": event.as_dict(),
+                        "sessionId": session_id,
+                    },
+                )
+    except Exception:
+        logger.exception("Relaying turn events failed for session %s", session_id)
+        turn.cancel()
