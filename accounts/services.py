@@ -2,10 +2,13 @@
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from datetime import timedelta
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -15,6 +18,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import ApiKey, Role, User
 from gemini_server.errors import Conflict, Unauthenticated, ValidationFailed
+from gemini_server.groups import user_group
 from monitoring.models import AuditAction, EventType
 from monitoring.services import event_record
 
@@ -24,6 +28,9 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 # A fixed hash to compare against when the email is unknown, so both failures take as long.
 _UNKNOWN_USER_PASSWORD = User(email="nobody@invalid")
 _UNKNOWN_USER_PASSWORD.set_password(secrets.token_urlsafe(16))
+
+
+logger = logging.getLogger(__name__)
 
 
 def _password_check(password: str, user: User | None = None) -> None:
@@ -53,6 +60,22 @@ def user_create(
             required=True,
         )
     return user
+
+
+def credentials_changed_announce(user_id) -> None:
+    """Once committed, tells the user's open sockets, on every process, to check their
+    credentials now (they keep a checked answer for a while otherwise)."""
+
+    def announce():
+        try:
+            async_to_sync(get_channel_layer().group_send)(
+                user_group(user_id), {"type": "credentials.changed"}
+            )
+        except Exception:
+            # Sockets then notice at their next check (CREDENTIALS_CACHE_SECONDS at most).
+            logger.warning("Could not announce a credentials change for user %s", user_id)
+
+    transaction.on_commit(announce)
 
 
 def user_update(
@@ -90,6 +113,8 @@ def user_update(
                 ip=ip,
                 required=True,
             )
+            if {"role", "isActive", "password"} & changes.keys():
+                credentials_changed_announce(user.pk)
     return user
 
 
@@ -100,6 +125,7 @@ def user_delete(*, user: User, actor: User, ip=None) -> None:
         raise Conflict("You cannot delete your own account")
     target = {"targetUserId": str(user.id), "email": user.email}
     with transaction.atomic():
+        credentials_changed_announce(user.pk)
         sessions = session_delete_all_for_user(user=user)
         user.delete()
         event_record(
@@ -204,6 +230,7 @@ def api_key_revoke(*, key: ApiKey, actor: User, ip=None) -> ApiKey:
         with transaction.atomic():
             key.revoked_at = timezone.now()
             key.save(update_fields=["revoked_at"])
+            credentials_changed_announce(key.user_id)
             event_record(
                 type=EventType.AUTH,
                 action=AuditAction.API_KEY_REVOKE,

@@ -26,6 +26,7 @@ from gemini_server.errors import (
     api_error_from_exception,
     internal_error_report,
 )
+from gemini_server.layer import receive_resilient
 from gemini_server.parsers import json_loads_limited
 
 
@@ -48,6 +49,27 @@ class GeminiConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code):
         await self.protocol.end()
+
+    # Channels reads the socket's channel through `channel_receive`; reading goes on across a
+    # Redis restart (the memberships Redis forgot are renewed) instead of closing with 1011.
+
+    @property
+    def channel_receive(self):
+        return self._receive_resilient
+
+    @channel_receive.setter
+    def channel_receive(self, receive):
+        self._layer_receive = receive
+
+    async def _receive_resilient(self):
+        protocol = getattr(self, "protocol", None)
+        return await receive_resilient(
+            self._layer_receive,
+            recover=protocol.renew_memberships if protocol is not None else _nothing,
+        )
+
+    async def credentials_changed(self, message: dict) -> None:
+        await self.protocol.credentials_changed(message)
 
     # Frames.
 
@@ -88,3 +110,7 @@ class GeminiConsumer(AsyncWebsocketConsumer):
 
     async def monitoring_event(self, message: dict) -> None:
         await self.protocol.monitoring_event(message)
+
+
+async def _nothing() -> None:
+    return None

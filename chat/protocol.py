@@ -42,7 +42,7 @@ from gemini_server.errors import (
     api_error_from_exception,
     internal_error_report,
 )
-from gemini_server.groups import session_group, turn_group
+from gemini_server.groups import session_group, turn_group, user_group
 from monitoring.subscription import MonitoringSubscription
 from sessions_app.selectors import session_get, session_to_dict
 
@@ -62,6 +62,12 @@ GEMINI_EVENTS = {
 # Streamed events re-check the socket's credentials at most this often; inbound events and
 # monitoring events (every user's activity) always check.
 CREDENTIALS_RECHECK_SECONDS = 1.0
+# A socket's credentials are read from the database at most this often; a revocation or a
+# deactivation is announced to the user's sockets (user group) and checked at once.
+CREDENTIALS_CACHE_SECONDS = 30.0
+# Redis forgets group memberships when it restarts, without telling the readers: a socket
+# renews its memberships this often (idempotent), which also outlasts channels_redis's expiry.
+MEMBERSHIP_RENEW_SECONDS = 10.0
 # Running relays and direct tool runs, held so the event loop does not drop them midway.
 _RELAYS: set[asyncio.Task] = set()
 _TOOL_RUNS: set[asyncio.Task] = set()
@@ -134,6 +140,7 @@ class SocketProtocol:
         self.session_id: str | None = None
         self.monitoring = MonitoringSubscription(layer, channel)
         self.auth_timer: asyncio.Task | None = None
+        self.renewer: asyncio.Task | None = None
         self.checked_at = 0.0
         self.refused = False
         self.handlers = {
@@ -174,8 +181,29 @@ class SocketProtocol:
         """The connection is gone: it leaves its session and stops hearing the audit trail."""
         if self.auth_timer is not None:
             self.auth_timer.cancel()
+        if self.renewer is not None:
+            self.renewer.cancel()
         await self._leave()
         await self.monitoring.unsubscribe()
+        if self.user is not None:
+            with suppress(Exception):
+                await self.layer.group_discard(user_group(self.user.pk), self.channel)
+
+    async def renew_memberships(self) -> None:
+        """Joins again every group this connection belongs to (after Redis forgot them)."""
+        if self.user is not None and not self.refused:
+            await self.layer.group_add(user_group(self.user.pk), self.channel)
+        if self.session_id is not None:
+            await self.layer.group_add(session_group(self.session_id), self.channel)
+        await self.monitoring.renew()
+
+    async def _keep_memberships(self) -> None:
+        while True:
+            await asyncio.sleep(MEMBERSHIP_RENEW_SECONDS)
+            try:
+                await self.renew_memberships()
+            except Exception:
+                logger.warning("A socket could not renew its channel-layer memberships")
 
     async def receive(self, name: str, data) -> Answer:
         """Runs one client event; every failure comes back as the contract's error."""
@@ -194,8 +222,11 @@ class SocketProtocol:
             raise ValidationFailed(details={"data": ["Must be an object."]})
         if name == "auth":
             return await self.auth(data)
-        # Any event, even a ping, finds out that the user was deactivated or the key revoked.
-        if self.user is not None and not await self._still_allowed():
+        # Any event, even a ping, finds out that the user was deactivated or the key revoked
+        # (read at most every CREDENTIALS_CACHE_SECONDS; a revocation is announced at once).
+        if self.user is not None and not await self._still_allowed(
+            max_age=CREDENTIALS_CACHE_SECONDS
+        ):
             await self._refuse()
             return None
         if name == "ping":
@@ -220,6 +251,8 @@ class SocketProtocol:
             await self.session_agent_event(message)
         elif kind == "monitoring.event":
             await self.monitoring_event(message)
+        elif kind == "credentials.changed":
+            await self.credentials_changed(message)
 
     # Authentication.
 
@@ -232,8 +265,12 @@ class SocketProtocol:
         self, user: User, api_key: ApiKey | None, token_expires_at: datetime | None
     ) -> dict:
         self.user, self.api_key, self.token_expires_at = user, api_key, token_expires_at
+        self.checked_at = time.monotonic()
         if self.auth_timer is not None:
             self.auth_timer.cancel()
+        await self.layer.group_add(user_group(user.pk), self.channel)
+        if self.renewer is None:
+            self.renewer = asyncio.create_task(self._keep_memberships())
         return await self._reply("authenticated", {"user": UserSerializer(user).data})
 
     async def auth(self, data: dict) -> dict | None:
@@ -253,12 +290,19 @@ class SocketProtocol:
         """Whether the user is active and the key usable; `max_age` reuses a recent answer."""
         if self.refused or self.user is None:
             return False
+        if self.token_expires_at is not None and self.token_expires_at <= timezone.now():
+            return False
         if max_age and time.monotonic() - self.checked_at < max_age:
             return True
         allowed = await database_sync_to_async(self._credentials_check)()
         if allowed:
             self.checked_at = time.monotonic()
         return allowed
+
+    async def credentials_changed(self, message: dict) -> None:
+        """The user's account or one of their keys changed somewhere: check now, not later."""
+        if self.user is not None and not await self._still_allowed():
+            await self._refuse()
 
     def _credentials_check(self) -> bool:
         """A deactivated user, a revoked key or an expired JWT loses an open socket at its next event."""
@@ -448,7 +492,7 @@ class SocketProtocol:
     async def monitoring_event(self, message: dict) -> None:
         if not self.monitoring.active:
             return
-        if not await self._still_allowed():
+        if not await self._still_allowed(max_age=CREDENTIALS_CACHE_SECONDS):
             await self._refuse()
             return
         if self.user.role != Role.ADMIN:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from contextlib import suppress
+from functools import partial
 from urllib.parse import parse_qs, urlsplit
 
 import socketio
@@ -34,7 +35,7 @@ from gemini_server.errors import (
     internal_error_report,
 )
 from gemini_server.layer import STOP as RECEIVER_STOP
-from gemini_server.layer import receiver_stop
+from gemini_server.layer import receive_resilient, receiver_stop
 
 logger = logging.getLogger(__name__)
 
@@ -183,17 +184,15 @@ class SocketIOConnection:
 
     async def _read_layer(self) -> None:
         """Moves the channel's messages (a turn's stream, the audit trail) into the queue."""
-        try:
-            while True:
-                message = await self.layer.receive(self.channel)
-                if message.get("type") == RECEIVER_STOP:
-                    return
-                self.queue.put_nowait(("layer", message, None))
-        except Exception:
-            # A socket that silently stopped hearing its session is worse than a reconnect.
-            logger.exception("A Socket.IO socket lost its channel layer")
-            with suppress(Exception):
-                await self.server.disconnect(self.sid)
+        while True:
+            # Across a Redis restart it reads on, once the memberships Redis forgot are renewed.
+            message = await receive_resilient(
+                partial(self.layer.receive, self.channel),
+                recover=self.protocol.renew_memberships,
+            )
+            if message.get("type") == RECEIVER_STOP:
+                return
+            self.queue.put_nowait(("layer", message, None))
 
 
 def _token(auth, environ: dict) -> str | None:

@@ -17,6 +17,11 @@ def session_group(session_id: object) -> str:
     return group_name("session", session_id)
 
 
+def user_group(user_id: object) -> str:
+    """Every socket of a user, on any process: told at once when their credentials change."""
+    return group_name("user", user_id)
+
+
 def turn_group(session_id: object) -> str:
     """The running turn of a session listens here for confirmations and cancels."""
     return group_name("turn", session_id)

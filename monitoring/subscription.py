@@ -29,6 +29,11 @@ class MonitoringSubscription:
         await self.layer.group_add(MONITORING, self.channel)
         return self.types
 
+    async def renew(self) -> None:
+        """The membership again, after the channel layer (Redis) may have forgotten it."""
+        if self.types is not None:
+            await self.layer.group_add(MONITORING, self.channel)
+
     async def unsubscribe(self) -> None:
         if self.types is not None:
             self.types = None
