@@ -22,6 +22,7 @@ from chat.services import (
 )
 from chat.sse import sse_response, turn_sse
 from gemini_server.errors import ValidationFailed, request_ip
+from gemini_server.schema import error_responses
 from gemini_server.validation import validated
 from sessions_app.selectors import session_get
 
@@ -42,7 +43,8 @@ class ChatMessageView(OperateView):
         request=s.ChatMessageSerializer,
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                description='SSE frames `id: n` / `data: {"type": ..., "data": {...}}`, ending with `done`.'
+                response=OpenApiTypes.STR,
+                description='SSE frames `id: n` / `data: {"type": ..., "data": {...}}`, ending with `done`.',
             ),
             409: OpenApiResponse(description="A turn is already running in this session"),
             410: OpenApiResponse(description="The session has expired"),
@@ -63,7 +65,11 @@ class ChatMessageView(OperateView):
 
 
 class ChatConfirmView(OperateView):
-    @extend_schema(request=s.ConfirmSerializer, responses={200: s.OkSerializer}, tags=["chat"])
+    @extend_schema(
+        request=s.ConfirmSerializer,
+        responses={200: s.OkSerializer, **error_responses(s409="No turn is running")},
+        tags=["chat"],
+    )
     def post(self, request):
         data = validated(s.ConfirmSerializer, request.data)
         turn_confirm(
@@ -76,7 +82,11 @@ class ChatConfirmView(OperateView):
 
 
 class ChatCancelView(OperateView):
-    @extend_schema(request=s.SessionRefSerializer, responses={200: s.OkSerializer}, tags=["chat"])
+    @extend_schema(
+        request=s.SessionRefSerializer,
+        responses={200: s.OkSerializer, **error_responses(s409="No turn is running")},
+        tags=["chat"],
+    )
     def post(self, request):
         data = validated(s.SessionRefSerializer, request.data)
         turn_cancel(session=self.session(request, data), actor=request.user)
@@ -92,7 +102,12 @@ class ChatHistoryView(APIView):
 
 
 class ChatClearView(OperateView):
-    @extend_schema(request=s.SessionRefSerializer, responses={200: s.OkSerializer}, tags=["chat"])
+    @extend_schema(
+        # A DELETE body is not in OpenAPI's model; the view also takes `sessionId` from the query.
+        parameters=[SESSION_PARAM],
+        responses={200: s.OkSerializer, **error_responses(s409="A turn is running")},
+        tags=["chat"],
+    )
     def delete(self, request):
         data = validated(s.SessionRefSerializer, request.data or request.query_params)
         history_clear(
@@ -126,7 +141,9 @@ class ChatSaveView(OperateView):
 
 class ChatLoadView(OperateView):
     @extend_schema(
-        request=s.CheckpointRequestSerializer, responses={200: s.HistorySerializer}, tags=["chat"]
+        request=s.CheckpointRequestSerializer,
+        responses={200: s.HistorySerializer, **error_responses(s409="A turn is running")},
+        tags=["chat"],
     )
     def post(self, request):
         data = validated(s.CheckpointRequestSerializer, request.data)
@@ -155,7 +172,9 @@ class ToolListView(APIView):
 
 class ToolExecuteView(OperateView):
     @extend_schema(
-        request=s.ToolExecuteSerializer, responses={200: s.ToolResultSerializer}, tags=["tools"]
+        request=s.ToolExecuteSerializer,
+        responses={200: s.ToolResultSerializer, **error_responses(410)},
+        tags=["tools"],
     )
     def post(self, request):
         data = validated(s.ToolExecuteSerializer, request.data)
