@@ -159,7 +159,7 @@ class GeminiConsumer(AsyncWebsocketConsumer):
         except ApiError as error:
             await self.send_error(error, event=name)
         except Exception as exc:
-            internal_error_report(exc)
+            await database_sync_to_async(internal_error_report)(exc, user=self.user)
             await self.send_error(api_error_from_exception(exc), event=name)
 
     async def _dispatch(self, name: str, data: dict) -> None:
@@ -364,7 +364,7 @@ class GeminiConsumer(AsyncWebsocketConsumer):
         except Exception as exc:
             error = exc if isinstance(exc, ApiError) else api_error_from_exception(exc)
             if not isinstance(exc, ApiError):
-                internal_error_report(exc)
+                await database_sync_to_async(internal_error_report)(exc, user=self.user)
             with suppress(Exception):
                 await self.send_event(
                     "tool:execution-error",

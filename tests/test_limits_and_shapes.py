@@ -266,3 +266,42 @@ def test_daphne_answers_a_bad_multipart_body_in_the_contracts_shape(daphne_serve
 
         assert status == 400, content_type
         assert json.loads(body)["error"]["code"] == "bad_request"
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_a_write_to_a_path_no_view_serves_is_a_json_404_not_a_csrf_page(method):
+    from rest_framework.test import APIClient
+
+    client = APIClient(enforce_csrf_checks=True)  # as a real client: the CSRF middleware runs
+
+    response = getattr(client, method)("/api/v1/sessions/not-a-uuid", {}, format="json")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_sockets_unexpected_failure_is_recorded_as_its_users(user, monkeypatch):
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from accounts.services import token_pair_issue
+    from gemini_server.asgi import application
+
+    def broken(**kwargs):
+        raise RuntimeError("the session store broke")
+
+    monkeypatch.setattr("chat.consumers.session_get", broken)
+    token = (await sync_to_async(token_pair_issue)(user=user))["accessToken"]
+    socket = WebsocketCommunicator(application, f"/ws/?token={token}")
+    await socket.connect()
+    await socket.receive_json_from()  # authenticated
+
+    await socket.send_json_to({"event": "join-session", "data": {"sessionId": "x"}})
+    error = await socket.receive_json_from()
+    await socket.disconnect()
+
+    assert error["event"] == "error" and error["data"]["code"] == "internal"
+    event = await Event.objects.aget(type="error", action="internal_error")
+    assert event.user_id == user.id
+    assert event.data["exception"] == "RuntimeError"
