@@ -186,7 +186,7 @@ def test_500_failing_requests_from_one_address_write_a_bounded_number_of_rows(fl
     flood = floods.get()
     assert flood.ip == "203.0.113.9"
     assert flood.data["scope"] == "address" and flood.data["limit"] == 10
-    assert flood.data["first"]["action"] == "internal_error"
+    assert flood.data["error"]["action"] == "internal_error"
 
 
 def test_500_failing_requests_from_500_addresses_write_a_bounded_number_of_rows(flood_settings):
