@@ -32,6 +32,7 @@ class ReadOnlyForViewers(BasePermission):
     """Viewers read; engineers and admins also write."""
 
     message = "Your role may only read"
+    refuses_reads = False  # the OpenAPI schema: a read is never refused (gemini_server/schema.py)
 
     def has_permission(self, request, view):
         role = _role(request)

@@ -48,9 +48,9 @@ class RegisterSerializer(LoginSerializer):
 
 class ApiKeySerializer(serializers.ModelSerializer):
     createdAt = serializers.DateTimeField(source="created_at")
-    expiresAt = serializers.DateTimeField(source="expires_at")
-    lastUsedAt = serializers.DateTimeField(source="last_used_at")
-    revokedAt = serializers.DateTimeField(source="revoked_at")
+    expiresAt = serializers.DateTimeField(source="expires_at", allow_null=True)
+    lastUsedAt = serializers.DateTimeField(source="last_used_at", allow_null=True)
+    revokedAt = serializers.DateTimeField(source="revoked_at", allow_null=True)
 
     class Meta:
         model = ApiKey

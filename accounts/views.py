@@ -27,6 +27,7 @@ from accounts.services import (
 )
 from accounts.throttling import login_rate_limit_check
 from gemini_server.errors import NotFound, Unauthenticated, request_ip
+from gemini_server.schema import error_responses
 from gemini_server.validation import validated
 
 
@@ -63,7 +64,12 @@ class LoginView(PublicView):
 
 class RefreshView(PublicView):
     @extend_schema(
-        request=s.RefreshSerializer, responses={200: s.AccessTokenSerializer}, tags=["auth"]
+        request=s.RefreshSerializer,
+        responses={
+            200: s.AccessTokenSerializer,
+            **error_responses(s401="The refresh token is invalid or expired, or names nobody"),
+        },
+        tags=["auth"],
     )
     def post(self, request):
         data = validated(s.RefreshSerializer, request.data)
@@ -81,7 +87,12 @@ class RefreshView(PublicView):
 
 class ApiKeyCreateView(PublicView):
     @extend_schema(
-        request=s.ApiKeyCreateSerializer, responses={201: s.NewApiKeySerializer}, tags=["auth"]
+        request=s.ApiKeyCreateSerializer,
+        responses={
+            201: s.NewApiKeySerializer,
+            **error_responses(s401="Invalid email or password"),
+        },
+        tags=["auth"],
     )
     def post(self, request):
         data = validated(s.ApiKeyCreateSerializer, request.data)
@@ -98,7 +109,11 @@ class ApiKeyCreateView(PublicView):
 class RegisterView(PublicView):
     @extend_schema(
         request=s.RegisterSerializer,
-        responses={201: s.UserSerializer, 404: OpenApiResponse(description="Registration is off")},
+        responses={
+            201: s.UserSerializer,
+            404: OpenApiResponse(description="Registration is off"),
+            **error_responses(s409="A user with this email already exists"),
+        },
         tags=["auth"],
     )
     def post(self, request):
@@ -144,7 +159,12 @@ class ApiKeyDetailView(APIView):
 
 class ApiKeyRotateView(APIView):
     @extend_schema(
-        request=s.RotateSerializer, responses={201: s.NewApiKeySerializer}, tags=["auth"]
+        request=s.RotateSerializer,
+        responses={
+            201: s.NewApiKeySerializer,
+            **error_responses(s409="The key is revoked or expired"),
+        },
+        tags=["auth"],
     )
     def post(self, request, key_id):
         key = _own_key(request, key_id)
@@ -166,7 +186,12 @@ class UserListView(APIView):
         return Response({"users": s.UserSerializer(User.objects.all(), many=True).data})
 
     @extend_schema(
-        request=s.UserCreateSerializer, responses={201: s.UserSerializer}, tags=["users"]
+        request=s.UserCreateSerializer,
+        responses={
+            201: s.UserSerializer,
+            **error_responses(s409="A user with this email already exists"),
+        },
+        tags=["users"],
     )
     def post(self, request):
         data = validated(s.UserCreateSerializer, request.data)
@@ -204,7 +229,10 @@ class UserDetailView(APIView):
         )
         return Response(s.UserSerializer(user).data)
 
-    @extend_schema(responses={204: None}, tags=["users"])
+    @extend_schema(
+        responses={204: None, **error_responses(s409="An admin cannot delete their own account")},
+        tags=["users"],
+    )
     def delete(self, request, user_id):
         user_delete(user=self._user(user_id), actor=request.user, ip=request_ip(request))
         return Response(status=status.HTTP_204_NO_CONTENT)

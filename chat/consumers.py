@@ -7,6 +7,7 @@ session through its channel-layer group, on any process.
 
 import json
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -96,14 +97,12 @@ class GeminiConsumer(AsyncWebsocketConsumer):
             await self.emit("error", error_payload(error))
             return
         except Exception as exc:
-            internal_error_report(exc)
+            await database_sync_to_async(internal_error_report)(exc, user=self.protocol.user)
             await self.emit("error", error_payload(api_error_from_exception(exc)))
             return
         answer = await self.protocol.receive(name, frame.get("data"))
         if answer.error is not None:
             await self.emit("error", error_payload(answer.error, event=name))
-
-    # Channel-layer messages: a turn's stream and the audit trail.
 
     async def session_agent_event(self, message: dict) -> None:
         await self.protocol.session_agent_event(message)

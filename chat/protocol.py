@@ -212,7 +212,7 @@ class SocketProtocol:
         except ApiError as error:
             return Answer(error=error)
         except Exception as exc:
-            internal_error_report(exc)
+            await database_sync_to_async(internal_error_report)(exc, user=self.user)
             return Answer(error=api_error_from_exception(exc))
 
     async def _dispatch(self, name: str, data) -> dict | None:
@@ -434,7 +434,7 @@ class SocketProtocol:
         except Exception as exc:
             error = exc if isinstance(exc, ApiError) else api_error_from_exception(exc)
             if not isinstance(exc, ApiError):
-                internal_error_report(exc)
+                await database_sync_to_async(internal_error_report)(exc, user=self.user)
             with suppress(Exception):
                 await self.transport.emit(
                     "tool:execution-error",

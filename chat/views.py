@@ -18,6 +18,7 @@ from chat.turns.control import turn_cancel, turn_confirm
 from chat.turns.loop import turn_open
 from gemini_server.errors import ValidationFailed, request_ip
 from gemini_server.paging import PAGE_PARAMS, page_params
+from gemini_server.schema import error_responses
 from gemini_server.sse import EventStreamNegotiation, sse_response
 from gemini_server.validation import validated
 from sessions_app.selectors import session_get
@@ -47,7 +48,8 @@ class ChatMessageView(OperateView):
         request=s.ChatMessageSerializer,
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                description='SSE frames `id: n` / `data: {"type": ..., "data": {...}}`, ending with `done`.'
+                response=OpenApiTypes.STR,
+                description='SSE frames `id: n` / `data: {"type": ..., "data": {...}}`, ending with `done`.',
             ),
             409: OpenApiResponse(description="A turn is already running in this session"),
             410: OpenApiResponse(description="The session has expired"),
@@ -68,7 +70,11 @@ class ChatMessageView(OperateView):
 
 
 class ChatConfirmView(OperateView):
-    @extend_schema(request=s.ConfirmSerializer, responses={200: s.OkSerializer}, tags=["chat"])
+    @extend_schema(
+        request=s.ConfirmSerializer,
+        responses={200: s.OkSerializer, **error_responses(s409="No turn is running")},
+        tags=["chat"],
+    )
     def post(self, request):
         data = validated(s.ConfirmSerializer, request.data)
         turn_confirm(
@@ -81,7 +87,11 @@ class ChatConfirmView(OperateView):
 
 
 class ChatCancelView(OperateView):
-    @extend_schema(request=s.SessionRefSerializer, responses={200: s.OkSerializer}, tags=["chat"])
+    @extend_schema(
+        request=s.SessionRefSerializer,
+        responses={200: s.OkSerializer, **error_responses(s409="No turn is running")},
+        tags=["chat"],
+    )
     def post(self, request):
         data = validated(s.SessionRefSerializer, request.data)
         turn_cancel(session=self.session(request, data), actor=request.user)
@@ -101,7 +111,12 @@ class ChatHistoryView(APIView):
 
 
 class ChatClearView(OperateView):
-    @extend_schema(request=s.SessionRefSerializer, responses={200: s.OkSerializer}, tags=["chat"])
+    @extend_schema(
+        # A DELETE body is not in OpenAPI's model; the view also takes `sessionId` from the query.
+        parameters=[SESSION_PARAM],
+        responses={200: s.OkSerializer, **error_responses(s409="A turn is running")},
+        tags=["chat"],
+    )
     def delete(self, request):
         data = validated(s.SessionRefSerializer, request.data or request.query_params)
         history_clear(
@@ -135,7 +150,9 @@ class ChatSaveView(OperateView):
 
 class ChatLoadView(OperateView):
     @extend_schema(
-        request=s.CheckpointRequestSerializer, responses={200: s.HistorySerializer}, tags=["chat"]
+        request=s.CheckpointRequestSerializer,
+        responses={200: s.HistorySerializer, **error_responses(s409="A turn is running")},
+        tags=["chat"],
     )
     def post(self, request):
         data = validated(s.CheckpointRequestSerializer, request.data)
@@ -164,7 +181,9 @@ class ToolListView(APIView):
 
 class ToolExecuteView(OperateView):
     @extend_schema(
-        request=s.ToolExecuteSerializer, responses={200: s.ToolResultSerializer}, tags=["tools"]
+        request=s.ToolExecuteSerializer,
+        responses={200: s.ToolResultSerializer, **error_responses(410)},
+        tags=["tools"],
     )
     def post(self, request):
         data = validated(s.ToolExecuteSerializer, request.data)

@@ -175,8 +175,12 @@ def api_error_from_exception(exc: Exception) -> ApiError:
     return Internal()
 
 
-def internal_error_report(exc: Exception, *, request=None) -> None:
-    """Logs an unexpected failure with its trace and records it for the admins, never for the client."""
+def internal_error_report(exc: Exception, *, request=None, user=None) -> None:
+    """Logs an unexpected failure with its trace and records it for the admins, never for the client.
+
+    `user` names the caller where there is no request (a socket); without one the event counts
+    against the anonymous error budget.
+    """
     from monitoring.models import AuditAction
     from monitoring.services import error_record
 
@@ -184,7 +188,7 @@ def internal_error_report(exc: Exception, *, request=None) -> None:
     path = getattr(request, "path", "")
     error_record(
         action=AuditAction.INTERNAL_ERROR,
-        user=_request_user(request),
+        user=user or _request_user(request),
         data={
             "path": path,
             "method": getattr(request, "method", ""),

@@ -42,24 +42,25 @@ def own_secrets() -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
-def secrets_scrub(text):
+def secrets_scrub(text, *, secrets: list[str] | None = None):
     """`text` with every secret of the server's replaced by "[redacted]"; non-text is returned as is."""
     if not isinstance(text, str) or not text:
         return text
-    for secret in own_secrets():
+    for secret in own_secrets() if secrets is None else secrets:
         if secret in text:
             text = text.replace(secret, SCRUBBED)
     return _GOOGLE_API_KEY.sub(SCRUBBED, text)
 
 
-def secrets_scrub_all(value):
+def secrets_scrub_all(value, *, secrets: list[str] | None = None):
     """secrets_scrub over every string inside dicts and lists (error details, event data)."""
+    secrets = own_secrets() if secrets is None else secrets
     if isinstance(value, str):
-        return secrets_scrub(value)
+        return secrets_scrub(value, secrets=secrets)
     if isinstance(value, dict):
-        return {key: secrets_scrub_all(item) for key, item in value.items()}
+        return {key: secrets_scrub_all(item, secrets=secrets) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [secrets_scrub_all(item) for item in value]
+        return [secrets_scrub_all(item, secrets=secrets) for item in value]
     return value
 
 

@@ -69,8 +69,9 @@ def event_record(
 
 
 # Error events nobody is signed in for: anyone can cause them, so each address, and everyone
-# together, gets a budget per window; past it one error_flood row says so and the rest are counted
-# in the log only. Authenticated errors are bounded by the per-user request rate limit.
+# together, gets a budget per window; past it one error_flood row says so and the rest reach the
+# log only (where each 500 leaves its trace anyway). A signed-in user's errors are all recorded:
+# the per-user request rate limit bounds them.
 # Where the shared cache (Redis) fails, each process keeps its own count: still a bound.
 _local_counts = LocMemCache("anonymous-error-budget", {"OPTIONS": {"MAX_ENTRIES": 10_000}})
 
@@ -110,7 +111,6 @@ def error_record(
     if user is None and settings.MONITORING_ENABLED:
         verdict = _anonymous_error_verdict(ip)
         if verdict is None:
-            logger.warning("Error event %s from %s not recorded: over budget", action, ip)
             return None
         if verdict != "record":
             scope = "address" if verdict == "flood-ip" else "everyone"
@@ -119,7 +119,12 @@ def error_record(
                 if verdict == "flood-ip"
                 else settings.ANON_ERROR_EVENTS_MAX
             )
-            logger.warning("Anonymous error events from %s over budget: %s", scope, ip)
+            logger.warning(
+                "Anonymous error events over budget (%s, %s): the rest of this minute's are not "
+                "recorded",
+                scope,
+                ip,
+            )
             return event_record(
                 type=EventType.ERROR,
                 action=AuditAction.ERROR_FLOOD,
@@ -127,7 +132,8 @@ def error_record(
                     "scope": scope,
                     "limit": limit,
                     "windowSeconds": settings.ANON_ERROR_WINDOW_SECONDS,
-                    "first": {"action": str(action), **(data or {})},
+                    # The error that spent the budget, in place of its own row.
+                    "error": {"action": str(action), **(data or {})},
                 },
                 ip=ip,
             )

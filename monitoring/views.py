@@ -132,7 +132,7 @@ class EventStreamView(AdminView):
         ],
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                description="`id: <event id>` / `data: <event>` frames"
+                response=OpenApiTypes.STR, description="`id: <event id>` / `data: <event>` frames"
             )
         },
         tags=["monitoring"],

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from accounts.permissions import ReadOnlyForViewers
 from gemini_server.errors import request_ip
 from gemini_server.paging import PAGE_PARAMS, keyset_page, list_page, page_params
+from gemini_server.schema import error_responses
 from gemini_server.validation import validated
 from sessions_app import serializers as s
 from sessions_app.selectors import session_get, session_list, session_to_dict
@@ -107,7 +108,10 @@ class SessionDetailView(SessionView):
         )
         return Response({"session": session_to_dict(self.session(request, session_id, write=True))})
 
-    @extend_schema(responses={204: None}, tags=["sessions"])
+    @extend_schema(
+        responses={204: None, **error_responses(s409="A turn is running in this session")},
+        tags=["sessions"],
+    )
     def delete(self, request, session_id):
         session = self.session(request, session_id, write=True)
         session_delete(session=session, actor=request.user, ip=request_ip(request))
@@ -168,7 +172,11 @@ class WorkspaceFileView(SessionView):
     @extend_schema(
         parameters=[PATH_PARAM],
         request={"application/octet-stream": OpenApiTypes.BINARY},
-        responses={201: s.WorkspaceEntrySerializer, 200: s.WorkspaceEntrySerializer},
+        responses={
+            201: s.WorkspaceEntrySerializer,
+            200: s.WorkspaceEntrySerializer,
+            **error_responses(410),
+        },
         tags=["files"],
     )
     def put(self, request, session_id):
@@ -183,7 +191,9 @@ class WorkspaceFileView(SessionView):
         created = entry.pop("created")
         return Response(entry, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
-    @extend_schema(parameters=[PATH_PARAM], responses={204: None}, tags=["files"])
+    @extend_schema(
+        parameters=[PATH_PARAM], responses={204: None, **error_responses(410)}, tags=["files"]
+    )
     def delete(self, request, session_id):
         session = self.session(request, session_id, write=True)
         workspace_file_delete(
