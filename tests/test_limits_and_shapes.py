@@ -314,7 +314,7 @@ async def test_a_sockets_unexpected_failure_is_recorded_as_its_users(user, monke
     def broken(**kwargs):
         raise RuntimeError("the session store broke")
 
-    monkeypatch.setattr("chat.consumers.session_get", broken)
+    monkeypatch.setattr("chat.protocol.session_get", broken)
     token = (await sync_to_async(token_pair_issue)(user=user))["accessToken"]
     socket = WebsocketCommunicator(application, f"/ws/?token={token}")
     await socket.connect()

@@ -1012,6 +1012,7 @@ async def test_frames_over_the_limit_are_refused(signed_in, user, settings):
 
 async def test_too_many_messages_are_rate_limited(signed_in, user, settings):
     settings.RATE_LIMIT_MAX_REQUESTS = 3
+    settings.RATE_LIMIT_WINDOW_SECONDS = 3600  # one fixed window for the whole test
     session = await new_session(user)
     socket = await signed_in(user)
 
