@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -116,10 +117,32 @@ def postgres_version(stack: Stack) -> str:
     completed = subprocess.run(
         [str(stack.postgres.bin / "postgres"), "--version"], capture_output=True, text=True
     )
-    return completed.stdout.strip().rsplit(" ", 1)[-1]
+    found = re.search(r"\d+(\.\d+)+", completed.stdout)
+    return found.group(0) if found else ""
 
 
 STARTED = time.perf_counter()
+
+
+def core_times() -> dict[str, tuple[int, int]]:
+    """Per core, (busy, total) jiffies since boot, from /proc/stat."""
+    times = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            numbers = [int(value) for value in values]
+            idle = numbers[3] + numbers[4]  # idle + iowait
+            times[name] = (sum(numbers) - idle, sum(numbers))
+    return times
+
+
+def core_busy(before: dict, after: dict) -> dict[str, int]:
+    busy = {}
+    for name, (used, total) in after.items():
+        used_before, total_before = before.get(name, (0, 0))
+        if total > total_before:
+            busy[name] = round((used - used_before) / (total - total_before) * 100)
+    return busy
 
 
 def say(text: str) -> None:
@@ -185,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
+    cores_start = core_times()
     outcome = None
     try:
         say(f"starting PostgreSQL, Redis and the fake upstream in {workdir}")
@@ -234,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             "postgresVersion": postgres_version(stack),
             "python": platform.python_version(),
             "loadAverage": {"start": load_start, "end": os.getloadavg()[0]},
+            # Busy share of each core over the run, whoever used it: others' work shows here.
+            "coreBusy": core_busy(cores_start, core_times()),
             "params": params.__dict__ | {"streamLevels": list(params.stream_levels)},
             "seconds": time.perf_counter() - started,
         },

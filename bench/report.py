@@ -69,7 +69,7 @@ def summary(results: dict) -> str:
                 return NONE
             return (
                 f"{num(side.get('firstAdded'))} → {num(side.get('lastAdded'))} ms "
-                f"({num(side.get('growth'), '%')} first token)"
+                f"({num(side.get('growth'), '%')})"
             )
 
         rows.append(
@@ -140,6 +140,8 @@ def summary(results: dict) -> str:
             def cell(side):
                 if not side:
                     return NONE
+                if "skipped" in side:
+                    return f"not run: {side['skipped']}"
                 return (
                     f"{errors(side.get('errors'))} errors, first token p50 "
                     f"{num(get(side, 'firstToken', 'p50'), ' ms', 0)} / p99 "
@@ -156,7 +158,8 @@ def summary(results: dict) -> str:
                     cell(lite),
                 ]
             )
-        last = streams["levels"][-1]["server"] if streams["levels"] else {}
+        measured = [lv["server"] for lv in streams["levels"] if "skipped" not in lv["server"]]
+        last = measured[-1] if measured else {}
         rows.append(
             [
                 "DB connections: peak under the largest load / left after it",
@@ -262,7 +265,7 @@ def section_tables(results: dict) -> list[str]:
                     "",
                     f"turns {first[0]}-{first[1]}",
                     f"turns {last[0]}-{last[1]}",
-                    "first token growth",
+                    "growth of the added time",
                     "errors",
                 ],
                 rows,
@@ -364,8 +367,9 @@ def section_tables(results: dict) -> list[str]:
         for level in st["levels"]:
             for who, label in (("server", "gemini-server"), ("litellm", "LiteLLM")):
                 side = level.get(who)
-                if side is None:
-                    rows.append([level["k"], label] + [NONE] * 7)
+                if side is None or "skipped" in side:
+                    reason = side["skipped"] if side else NONE
+                    rows.append([level["k"], label, NONE, f"not run: {reason}"] + [NONE] * 6)
                     continue
                 rows.append(
                     [
@@ -377,6 +381,9 @@ def section_tables(results: dict) -> list[str]:
                         num(get(side, "firstToken", "p99"), digits=0),
                         num(get(side, "gap", "p99"), digits=0),
                         num(side.get("wallSeconds"), " s", 1),
+                        "{server}% / {loadGenerator}% / {fake}%".format(**side["cpuBusy"])
+                        if side.get("cpuBusy")
+                        else NONE,
                         pair(
                             side.get("dbConnectionsPeak"), side.get("dbConnectionsAfter"), digits=0
                         )
@@ -395,6 +402,7 @@ def section_tables(results: dict) -> list[str]:
                     "p99 (ms)",
                     "inter-chunk gap p99 (ms)",
                     "wall",
+                    "CPU: server / load generator / fake",
                     "DB connections peak / after",
                 ],
                 rows,
@@ -465,7 +473,9 @@ def render(results: dict) -> str:
         f"{meta.get('litellmVersion') or 'not run'} · load generator, fake upstream, PostgreSQL "
         f"{meta.get('postgresVersion', '')} and Redis on cores {meta['otherCpus']} · "
         f"{meta['seconds']:.0f} s · load average {meta['loadAverage']['start']:.1f} at the start, "
-        f"{meta['loadAverage']['end']:.1f} at the end (other work on the machine shows here)",
+        f"{meta['loadAverage']['end']:.1f} at the end; cores busy over the run "
+        + ", ".join(f"{core} {busy}%" for core, busy in meta.get("coreBusy", {}).items())
+        + " (this run's processes and any other work on the machine)",
         "",
         summary(results),
         "",
