@@ -475,7 +475,8 @@ def render(results: dict) -> str:
         f"{meta['seconds']:.0f} s · load average {meta['loadAverage']['start']:.1f} at the start, "
         f"{meta['loadAverage']['end']:.1f} at the end; cores busy over the run "
         + ", ".join(f"{core} {busy}%" for core, busy in meta.get("coreBusy", {}).items())
-        + " (this run's processes and any other work on the machine)",
+        + " (this run's processes and any other work on the machine)"
+        + (f"; run at niceness {meta['nice']}" if meta.get("nice") else ""),
         "",
         summary(results),
         "",

@@ -699,6 +699,12 @@ async def section_websockets(bench: Bench) -> dict:
                 socket = await websockets.connect(
                     url, ping_interval=None, open_timeout=30, close_timeout=5, max_size=2**20
                 )
+            except websockets.InvalidStatus as exc:
+                failures[f"HTTP {exc.response.status_code}"] += 1
+                return
+            except websockets.InvalidMessage:
+                failures["closed during the handshake"] += 1
+                return
             except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
                 failures[type(exc).__name__] += 1
                 return
