@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.report import render
 from bench.sections import LITELLM_SECTIONS, SECTIONS, Bench, Params
-from bench.stack import LITELLM_BIN, ROOT, Stack, StackError, cpus_available
+from bench.stack import CPUS, LITELLM_BIN, ROOT, Stack, StackError, affinity
 
 RESULTS = ROOT / "bench" / "results"
 # Upper bounds on each section's time, so a server that hangs cannot hang the run.
@@ -40,7 +40,7 @@ QUICK_LIMIT = 60
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    cpus = cpus_available()
+    cpus = CPUS
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description="gemini-server beside LiteLLM, on the same fake Gemini upstream, in one run.",
@@ -166,6 +166,10 @@ async def run_sections(stack: Stack, args, params: Params, server, litellm) -> d
         litellm_url=litellm[1] if litellm else None,
     )
     await bench.open()
+    # Where the processes really run, as the kernel has them (not as asked).
+    cores = {"server": affinity(bench.server.pid), "loadGenerator": affinity(os.getpid())}
+    if bench.litellm is not None:
+        cores["litellm"] = affinity(bench.litellm.pid)
     results = {}
     try:
         for name in args.sections:
@@ -186,13 +190,13 @@ async def run_sections(stack: Stack, args, params: Params, server, litellm) -> d
             await bench.fake_reset()
     finally:
         await bench.close()
-    return {"sections": results, "notes": bench.notes}
+    return {"sections": results, "notes": bench.notes, "cores": cores}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     params = Params.quick() if args.quick else Params()
-    if args.other_cpus and len(cpus_available()) > 1:
+    if args.other_cpus:
         os.sched_setaffinity(0, {int(cpu) for cpu in args.other_cpus.split(",")})
     if args.nice:
         # Inherited by everything started below: servers, fake, PostgreSQL, Redis, LiteLLM.
@@ -265,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             "serverCpus": args.server_cpus or "any",
             "otherCpus": args.other_cpus or "any",
             "nice": args.nice,
+            "cores": outcome["cores"],
             "litellmVersion": litellm_version() if want_litellm else None,
             "postgresVersion": postgres_version(stack),
             "python": platform.python_version(),

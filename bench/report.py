@@ -465,18 +465,26 @@ def section_tables(results: dict) -> list[str]:
 
 def render(results: dict) -> str:
     meta = results["meta"]
+    cores = ", ".join(f"{name} on {cpus}" for name, cpus in meta.get("cores", {}).items())
+    busy = ", ".join(f"{core} {value}%" for core, value in meta.get("coreBusy", {}).items())
+    parts = [
+        meta["date"],
+        meta["machine"],
+        f"gemini-server {meta['commit']} (`{meta['serverCommand']}`)",
+        f"LiteLLM {meta.get('litellmVersion') or 'not run'}",
+        f"PostgreSQL {meta.get('postgresVersion', '')}",
+        f"cores: {cores} (the fake, PostgreSQL and Redis share the load generator's)",
+        f"{meta['seconds']:.0f} s",
+        f"load average {meta['loadAverage']['start']:.1f} at the start, "
+        f"{meta['loadAverage']['end']:.1f} at the end; cores busy over the run {busy} "
+        "(this run and any other work on the machine)",
+    ]
+    if meta.get("nice"):
+        parts.append(f"niceness {meta['nice']}")
     lines = [
         f"## Benchmark: gemini-server beside LiteLLM ({meta['mode']} run)",
         "",
-        f"{meta['date']} · {meta['machine']} · gemini-server {meta['commit']} "
-        f"(`{meta['serverCommand']}` on cores {meta['serverCpus']}) · LiteLLM "
-        f"{meta.get('litellmVersion') or 'not run'} · load generator, fake upstream, PostgreSQL "
-        f"{meta.get('postgresVersion', '')} and Redis on cores {meta['otherCpus']} · "
-        f"{meta['seconds']:.0f} s · load average {meta['loadAverage']['start']:.1f} at the start, "
-        f"{meta['loadAverage']['end']:.1f} at the end; cores busy over the run "
-        + ", ".join(f"{core} {busy}%" for core, busy in meta.get("coreBusy", {}).items())
-        + " (this run's processes and any other work on the machine)"
-        + (f"; run at niceness {meta['nice']}" if meta.get("nice") else ""),
+        " · ".join(parts),
         "",
         summary(results),
         "",

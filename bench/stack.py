@@ -39,13 +39,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def cpus_available() -> list[int]:
-    return sorted(os.sched_getaffinity(0))
+# The cores this run may use, read once at import: the load generator later pins itself.
+CPUS = sorted(os.sched_getaffinity(0))
 
 
 def pinned(command: list[str], cpus: str | None) -> list[str]:
-    """Runs the command on the given cores when taskset exists and there is more than one core."""
-    if cpus and shutil.which("taskset") and len(cpus_available()) > 1:
+    """Runs the command on the given cores (None: wherever the system likes)."""
+    if cpus and shutil.which("taskset"):
         return ["taskset", "-c", cpus, *command]
     return command
 
@@ -87,6 +87,17 @@ def cpu_seconds(root: int) -> float:
             # utime and stime are fields 14 and 15 of /proc/pid/stat (11 and 12 after the name).
             ticks += int(fields[11]) + int(fields[12])
     return ticks / CLOCK_TICKS
+
+
+def affinity(pid: int) -> str:
+    """The cores a process may run on, as /proc shows them (`0`, `0-1`)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
 
 
 def rss_bytes(root: int) -> int:
@@ -217,7 +228,7 @@ class Postgres:
         self._pin()
 
     def _pin(self) -> None:
-        if not self.cpus or not shutil.which("taskset") or len(cpus_available()) < 2:
+        if not self.cpus or not shutil.which("taskset"):
             return
         pid_file = self.dir / "postmaster.pid"
         with contextlib.suppress(OSError, ValueError):
