@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
+    measured_commit = commit()
     cores_start = core_times()
     outcome = None
     try:
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             "mode": "quick" if args.quick else "full",
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine(),
-            "commit": commit(),
+            "commit": measured_commit,
             "serverCommand": args.server_cmd,
             "serverCpus": args.server_cpus or "any",
             "otherCpus": args.other_cpus or "any",
