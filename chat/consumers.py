@@ -27,6 +27,7 @@ from chat.agent.tools import tool_lookup
 from chat.tools_run import tool_execute as tool_execute_service
 from chat.turns.control import turn_cancel, turn_confirm
 from chat.turns.loop import turn_open
+from gemini_server import metrics
 from gemini_server.errors import (
     ApiError,
     BadRequest,
@@ -107,6 +108,7 @@ class GeminiConsumer(AsyncWebsocketConsumer):
         self.checked_at = 0.0
         self.refused = False
         await self.accept()
+        metrics.websocket_opened()
         if self.scope.get("auth_error"):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
@@ -119,6 +121,7 @@ class GeminiConsumer(AsyncWebsocketConsumer):
             self.auth_timer = asyncio.create_task(self._auth_deadline())
 
     async def disconnect(self, code):
+        metrics.websocket_closed()
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         await self._leave()

@@ -12,6 +12,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from accounts.channels_auth import TokenAuthMiddleware  # noqa: E402
+from gemini_server.request_id import RequestIdWebSocket  # noqa: E402
 from gemini_server.routing import websocket_urlpatterns  # noqa: E402
 
 # The admin console and Swagger UI need their static files; daphne serves none by itself.
@@ -36,6 +37,6 @@ application = ProtocolTypeRouter(
     {
         "http": http_app,
         # No Origin check: sockets are admitted by token only, never by a cookie a page could ride on.
-        "websocket": TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
+        "websocket": RequestIdWebSocket(TokenAuthMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )
