@@ -116,6 +116,7 @@ def test_log_format_json_writes_one_object_per_line_with_the_request_id(tmp_path
         "    r = Client(raise_request_exception=False).get('/test-failures/plain',"
         " HTTP_X_REQUEST_ID='json-log-req-1')\n"
         "    assert r.status_code == 500 and r['X-Request-ID'] == 'json-log-req-1'\n"
+        "Client().get('/health', HTTP_X_REQUEST_ID='json-access-1')\n"
         "import logging; logging.getLogger('outside').warning('no request here')\n"
     )
     environment = {
@@ -143,6 +144,12 @@ def test_log_format_json_writes_one_object_per_line_with_the_request_id(tmp_path
     assert failure["requestId"] == "json-log-req-1"
     assert failure["message"].startswith("Internal Server Error: /test-failures/plain")
     assert "RuntimeError" in failure["exception"] and "Traceback" in failure["exception"]
+    access = [entry for entry in entries if entry["logger"] == "gemini_server.access"]
+    assert [(entry["requestId"], entry["message"].rsplit(" ", 1)[0]) for entry in access] == [
+        ("json-log-req-1", '"GET /test-failures/plain" 500'),
+        ("json-access-1", '"GET /health" 200'),
+    ]
+    assert all(entry["message"].endswith("ms") for entry in access)
     outside = next(entry for entry in entries if entry["logger"] == "outside")
     assert outside["requestId"] is None and outside["message"] == "no request here"
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$", outside["timestamp"])
