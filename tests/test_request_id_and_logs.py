@@ -171,3 +171,36 @@ def test_an_unknown_log_format_is_refused():
 
     assert result.returncode != 0
     assert "LOG_FORMAT must be text or json" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        ([(b"x-request-id", b"socket-7")], "socket-7"),
+        ([(b"x-request-id", b"bad id")], None),
+        ([], None),
+    ],
+)
+async def test_a_socket_gets_one_id_for_its_life_echoed_on_the_handshake(sent, expected):
+    from gemini_server.request_id import RequestIdWebSocket, request_id_current
+
+    seen, sent_messages = [], []
+
+    async def consumer(scope, receive, send):
+        seen.append((request_id_current(), scope["request_id"]))
+        await send({"type": "websocket.accept", "headers": [(b"x-request-id", b"forged")]})
+        await send({"type": "websocket.send", "text": "hi"})
+
+    async def send(message):
+        sent_messages.append(message)
+
+    await RequestIdWebSocket(consumer)({"type": "websocket", "headers": sent}, None, send)
+
+    request_id = seen[0][0]
+    assert seen == [(request_id, request_id)]
+    if expected is None:
+        assert GENERATED.match(request_id)
+    else:
+        assert request_id == expected
+    assert sent_messages[0]["headers"] == [(b"x-request-id", request_id.encode())]
+    assert sent_messages[1] == {"type": "websocket.send", "text": "hi"}
