@@ -106,6 +106,11 @@ async def test_the_turn_logs_and_records_under_the_requests_id(
     )
     assert len(tool_events) == 2  # the call's start and its result
     assert {data["requestId"] for data in tool_events} == {"turn-req-0001"}
+    chat_events = await sync_to_async(list)(
+        Event.objects.filter(type="chat", session_id=session.id).values_list("data", flat=True)
+    )
+    assert chat_events  # the user's message and the model's answers
+    assert {data["requestId"] for data in chat_events} == {"turn-req-0001"}
 
 
 def test_log_format_json_writes_one_object_per_line_with_the_request_id(tmp_path):
