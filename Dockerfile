@@ -1,13 +1,19 @@
-# gemini-server: daphne serving the ASGI app, as a non-root user, with bubblewrap for the shell tool.
+# gemini-server: daphne serving the ASGI app as uid 10001, with bubblewrap for the shell tool.
 FROM python:3.11-slim
 
+# DATA_DIR holds the SQLite database and the generated SECRET_KEY: mount a volume there to keep them.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PORT=3000 \
-    WORKSPACES_ROOT=/app/workspaces \
     HOST=0.0.0.0 \
-    DJANGO_DEBUG=false
+    DJANGO_DEBUG=false \
+    DATA_DIR=/app/data \
+    WORKSPACES_ROOT=/app/workspaces \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/gemini-server-metrics \
+    HOME=/home/app
 
+# bubblewrap follows the base image's Debian release; util-linux (setpriv) is already there.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends bubblewrap \
     && rm -rf /var/lib/apt/lists/*
@@ -17,17 +23,21 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
 COPY . .
-RUN useradd --create-home --uid 10001 app \
-    && mkdir -p /app/workspaces \
-    && chown -R app:app /app/workspaces
+RUN groupadd --gid 10001 app \
+    && useradd --create-home --uid 10001 --gid 10001 app \
+    && mkdir -p /app/data /app/workspaces \
+    && chown 10001:10001 /app/data /app/workspaces
 
-USER app
 EXPOSE 3000
-VOLUME ["/app/workspaces"]
+VOLUME ["/app/data", "/app/workspaces"]
 
-HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health', timeout=4)"
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/health', timeout=4)"]
 
-# Migrations run at start so a fresh database works; daphne then serves HTTP, SSE and WebSockets.
+# The entrypoint starts as root only to give the volumes to uid 10001 (a bind-mounted ./workspaces
+# that Docker created belongs to root), then drops to that uid for good; it migrates, creates the
+# first admin from DJANGO_SUPERUSER_EMAIL/PASSWORD, and runs daphne. `docker run --user 10001`
+# skips the ownership step and says so when a volume is not writable.
 # No --proxy-headers: the client IP comes from X-Forwarded-For only per TRUSTED_PROXY_COUNT.
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec scripts/run-daphne"]
+ENTRYPOINT ["/app/scripts/docker-entrypoint"]
+CMD ["/app/scripts/run-daphne"]

@@ -30,6 +30,7 @@ from chat.agent.tools import tool_lookup
 from chat.tools_run import tool_execute as tool_execute_service
 from chat.turns.control import turn_cancel, turn_confirm
 from chat.turns.loop import turn_open
+from gemini_server import metrics
 from gemini_server.errors import (
     ApiError,
     BadRequest,
@@ -170,6 +171,7 @@ class SocketProtocol:
         auth_error: str | None = None,
     ) -> None:
         """Opens with the credentials the connection came with, or waits for an `auth` event."""
+        metrics.websocket_opened()
         if auth_error:
             await self.transport.close(CLOSE_UNAUTHENTICATED)
         elif user is not None and user.is_authenticated:
@@ -179,6 +181,7 @@ class SocketProtocol:
 
     async def end(self) -> None:
         """The connection is gone: it leaves its session and stops hearing the audit trail."""
+        metrics.websocket_closed()
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         if self.renewer is not None:

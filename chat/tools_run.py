@@ -4,7 +4,9 @@ import time
 
 from chat.agent.events import call_id_new
 from chat.agent.tools import ToolContext, tool_lookup, tool_run
+from gemini_server import metrics
 from gemini_server.errors import Gone, NotFound
+from gemini_server.request_id import request_id_current
 from monitoring.models import AuditAction
 from monitoring.services import aevent_record
 from sessions_app.models import Session
@@ -66,7 +68,13 @@ async def tool_call_begin(
         action=AuditAction.TOOL_CALL_START,
         user=user,
         session_id=session.id,
-        data={"callId": call_id, "name": name, "args": args, "source": source},
+        data={
+            "callId": call_id,
+            "name": name,
+            "args": args,
+            "source": source,
+            "requestId": request_id_current(),
+        },
         ip=ip,
         required=True,
     )
@@ -87,6 +95,13 @@ async def tool_call_record(
     ip=None,
 ) -> None:
     """The audit record of one tool call, whether the model or a user asked for it."""
+    metrics.tool_call_observed(
+        # Only known tools get a label of their own: the model may call any name it makes up.
+        tool=name if tool_lookup(name) is not None else "unknown",
+        status=status,
+        source=source,
+        duration_ms=duration_ms,
+    )
     await aevent_record(
         type="tool",
         action=AuditAction.TOOL_CALL,
@@ -101,6 +116,7 @@ async def tool_call_record(
             "resultExcerpt": text[:TOOL_EXCERPT_CHARS],
             "confirmation": confirmation,
             "source": source,
+            "requestId": request_id_current(),
         },
         ip=ip,
     )

@@ -14,6 +14,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from accounts.channels_auth import TokenAuthMiddleware  # noqa: E402
 from chat.socketio_server import socketio_application  # noqa: E402
+from gemini_server.request_id import RequestIdWebSocket  # noqa: E402
 from gemini_server.routing import websocket_urlpatterns  # noqa: E402
 
 # The admin console and Swagger UI need their static files; daphne serves none by itself.
@@ -40,7 +41,7 @@ application = socketio_application(
             "http": http_app,
             # No Origin check: sockets are admitted by token only, never by a cookie a page could
             # ride on.
-            "websocket": TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
+            "websocket": RequestIdWebSocket(TokenAuthMiddleware(URLRouter(websocket_urlpatterns))),
         }
     )
 )

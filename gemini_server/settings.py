@@ -100,6 +100,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every response, errors included, carries the request id and is counted.
+    "gemini_server.request_id.RequestIdMiddleware",
+    "gemini_server.middleware_metrics.HttpMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -129,7 +132,9 @@ TEMPLATES = [
 ]
 
 # An empty DATABASE_URL (as a copied .env.example has) means the embedded SQLite database.
-DATABASE_URL = env("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+# The embedded database's directory: the Docker image puts it on a volume its user can write.
+DATA_DIR = Path(env("DATA_DIR", default=str(BASE_DIR))).resolve()
+DATABASE_URL = env("DATABASE_URL", default="") or f"sqlite:///{DATA_DIR / 'db.sqlite3'}"
 DATABASES = {"default": environ.Env.db_url_config(DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Turns run in threads next to request handlers; wait for the write lock instead of failing.
@@ -254,30 +259,64 @@ CORS_ALLOW_HEADERS = (
     "last-event-id",
     "x-api-key",
     "x-requested-with",
+    "x-request-id",
 )
-CORS_EXPOSE_HEADERS = ("retry-after",)
+CORS_EXPOSE_HEADERS = ("retry-after", "x-request-id")
 
-# Production hardening: `manage.py check --deploy` is clean with DJANGO_DEBUG=false and the
-# defaults below. Behind plain HTTP (docker-compose without a TLS proxy) set SECURE_SSL_REDIRECT=false.
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^health"]
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = not DEBUG
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+# HTTPS: TLS=true when clients reach the server over HTTPS, directly or through a TLS proxy of
+# yours that sets X-Forwarded-Proto (and strips a client's own). It turns on the HTTPS redirect,
+# HSTS and Secure cookies; without it (the default, also in production) plain HTTP works, admin
+# login included, as `docker run -p 3000:3000` serves it. `manage.py check --deploy` is clean
+# with DJANGO_DEBUG=false and TLS=true.
+TLS = env.bool("TLS", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if TLS else None
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=TLS)
+SECURE_REDIRECT_EXEMPT = [r"^health", r"^metrics$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if TLS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = TLS
+SECURE_HSTS_PRELOAD = TLS
+SESSION_COOKIE_SECURE = TLS
+CSRF_COOKIE_SECURE = TLS
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# LOG_FORMAT=json: one JSON object per line (timestamp, level, logger, message, requestId,
+# exception); text otherwise. Every line carries the id of the request or socket it was written for.
+LOG_FORMAT = env("LOG_FORMAT", default="text")
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     # Upstream errors and traces may quote a secret of the server's; the log never shows it.
-    "filters": {"secrets": {"()": "gemini_server.scrub.SecretsLogFilter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["secrets"]}},
+    "filters": {
+        "secrets": {"()": "gemini_server.scrub.SecretsLogFilter"},
+        "request_id": {"()": "gemini_server.logs.RequestIdLogFilter"},
+    },
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "gemini_server.logs.JsonLogFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["request_id", "secrets"],
+            "formatter": LOG_FORMAT,
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
+    "loggers": {
+        # Django's own console handler (debug only) would print its records a second time, as text.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.request": {"level": "ERROR"},
+    },
 }
+
+# Prometheus: `GET /metrics` answers admins, and scrapers sending `Authorization: Bearer <this>`.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+if METRICS_TOKEN and (len(METRICS_TOKEN) < 16 or secret_is_placeholder(METRICS_TOKEN)):
+    raise ImproperlyConfigured(
+        "METRICS_TOKEN must be at least 16 characters of your own, or empty to allow admins only."
+    )
 
 # The agent and its upstream.
 GEMINI_API_KEY = env("GEMINI_API_KEY", default="")

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator, Callable
 from django.http import StreamingHttpResponse
 from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
 
+from gemini_server import metrics
+
 KEEP_ALIVE = b": keep-alive\n\n"
 
 
@@ -36,11 +38,17 @@ class EventStreamResponse(StreamingHttpResponse):
         self["Cache-Control"] = "no-cache"
         self["X-Accel-Buffering"] = "no"
         self._on_close = on_close
+        # Counted from here to close(), which Django's handler calls on every response it sent.
+        self._open = True
+        metrics.sse_stream_opened()
 
     def close(self):
         try:
             super().close()
         finally:
+            if self._open:
+                self._open = False
+                metrics.sse_stream_closed()
             if self._on_close is not None:
                 on_close, self._on_close = self._on_close, None
                 on_close()

@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from accounts.urls import auth_urlpatterns, user_urlpatterns
 from chat.urls import urlpatterns as chat_urlpatterns
 from gemini_server import errors, health
+from gemini_server.metrics_view import metrics_view
 from gemini_server.web_client import web_client
 from monitoring.urls import urlpatterns as monitoring_urlpatterns
 from sessions_app.urls import urlpatterns as session_urlpatterns
@@ -29,6 +30,7 @@ urlpatterns = [
     path("", web_client, name="web-client"),
     path("health", health.health, name="health"),
     path("health/ready", health.ready, name="health-ready"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

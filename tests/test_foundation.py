@@ -367,6 +367,7 @@ def test_deploy_check_is_clean_with_production_settings():
         "WARNING",
         env={
             "DJANGO_DEBUG": "false",
+            "TLS": "true",
             "SECRET_KEY": STRONG_SECRET_KEY,
             "JWT_SECRET": STRONG_JWT_SECRET,
         },
@@ -407,11 +408,22 @@ def test_production_refuses_to_start_with_a_default_secret(missing, env):
     assert "ImproperlyConfigured" in result.stderr
 
 
-def test_production_defaults_are_hardened():
+@pytest.mark.parametrize(
+    ("tls", "https_on"),
+    [
+        # Plain HTTP (`docker run -p 3000:3000`): no redirect, no HSTS, cookies a browser sends back.
+        (None, False),
+        ("false", False),
+        # Behind a TLS proxy: redirect, HSTS, Secure cookies, X-Forwarded-Proto trusted.
+        ("true", True),
+    ],
+)
+def test_production_https_settings_follow_tls(tls, https_on):
     probe = (
         "import django, json; django.setup(); from django.conf import settings as s; "
         "print(json.dumps([s.DEBUG, s.ALLOWED_HOSTS, s.SECURE_SSL_REDIRECT, "
-        "s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS > 0]))"
+        "s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS > 0, "
+        "s.SECURE_PROXY_SSL_HEADER is not None]))"
     )
     environment = {
         **os.environ,
@@ -420,7 +432,10 @@ def test_production_defaults_are_hardened():
         "JWT_SECRET": STRONG_JWT_SECRET,
         "DJANGO_SETTINGS_MODULE": "gemini_server.settings",
     }
-    environment.pop("ALLOWED_HOSTS", None)
+    for name in ("ALLOWED_HOSTS", "TLS", "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS"):
+        environment.pop(name, None)
+    if tls is not None:
+        environment["TLS"] = tls
 
     result = subprocess.run(
         [sys.executable, "-c", probe],
@@ -432,14 +447,7 @@ def test_production_defaults_are_hardened():
     )
 
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [
-        False,
-        ["localhost", "127.0.0.1"],
-        True,
-        True,
-        True,
-        True,
-    ]
+    assert json.loads(result.stdout) == [False, ["localhost", "127.0.0.1"]] + [https_on] * 5
 
 
 HOST_PROBE = textwrap.dedent(

@@ -17,6 +17,8 @@ from django.conf import settings
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from gemini_server import metrics
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
@@ -78,6 +80,41 @@ async def _error_of(response: aiohttp.ClientResponse) -> genai_errors.APIError:
 
 
 async def generate_stream(model: str, body: bytes) -> AsyncIterator[types.GenerateContentResponse]:
+    """The model's streamed answer to `body` (see `_generate_stream`), timed and counted in metrics."""
+    call = metrics.UpstreamCall()
+    stream = _generate_stream(model, body)
+    outcome, kind = "ok", None
+    try:
+        async for chunk in stream:
+            call.chunk()
+            yield chunk
+    except (GeneratorExit, asyncio.CancelledError):
+        outcome = "cancelled"
+        raise
+    except BaseException as exc:
+        outcome, kind = "error", _error_kind(exc)
+        raise
+    finally:
+        try:
+            await stream.aclose()
+        finally:
+            call.finished(outcome=outcome, error_kind=kind)
+
+
+def _error_kind(exc: BaseException) -> str:
+    """A few words for what failed, few enough to be a metric's label."""
+    if isinstance(exc, GeminiNotConfigured):
+        return "not_configured"
+    if isinstance(exc, genai_errors.APIError):
+        return str(exc.code or "unknown")
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientError):
+        return "connection"
+    return "unreadable"
+
+
+async def _generate_stream(model: str, body: bytes) -> AsyncIterator[types.GenerateContentResponse]:
     """POSTs `body` (a GenerateContentRequest as JSON) and yields each streamed chunk.
 
     Transient failures (5xx, a refused connection) are retried before the first chunk, with

@@ -36,6 +36,7 @@ from chat.turns.control import tool_always_allow, turn_begin
 from chat.turns.conversation import Conversation, history_remember, history_steps
 from chat.turns.slot import turn_decisions_since, turn_heartbeat, turn_release
 from chat.turns.store import message_store
+from gemini_server import metrics
 from gemini_server.groups import turn_group
 from gemini_server.layer import STOP as RECEIVER_STOP
 from gemini_server.layer import receiver_stop
@@ -260,6 +261,7 @@ class Turn:
 
     async def _run(self) -> None:
         finish_reason = "STOP"
+        metrics.turn_started()
         layer, channel, background = get_channel_layer(), None, []
         try:
             # The default prefix: channels_redis receives for one prefix at a time per process, so
@@ -304,6 +306,7 @@ class Turn:
                 await database_sync_to_async(turn_release)(
                     session_id=self.session.id, turn_id=self.turn_id
                 )
+            metrics.turn_finished(finish_reason=finish_reason, usage=self._usage)
             if any(self._usage.values()):
                 self._emit(ev.USAGE, dict(self._usage))
             self._emit(ev.DONE, {"messageId": self._last_message_id, "finishReason": finish_reason})

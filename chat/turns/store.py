@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from chat.agent.history import parts_text
 from chat.models import Message, MessageRole
+from gemini_server.request_id import request_id_current
 from gemini_server.storable import storable
 from monitoring.models import AuditAction
 from monitoring.services import event_record
@@ -85,4 +86,6 @@ def _audit_data(message: Message, *, session: Session, usage: dict, finish: str)
             "finishReason": finish,
             "model": session.model_name,
         }
+    if request_id := request_id_current():
+        data["requestId"] = request_id
     return data
