@@ -26,9 +26,9 @@ def model_visible_parts(parts: list[dict]) -> list[dict]:
 def history_contents(messages) -> list[dict]:
     """Gemini `contents` for stored messages, oldest first.
 
-    Thoughts are left out. Roles alternate as Gemini expects: consecutive contents of one role are merged. Every
-    function call is followed by its response: a call left without one (a crash mid-turn, a
-    cancel) gets an error response, so the model never sees a dangling call.
+    Thoughts are left out. Roles alternate as Gemini expects: consecutive contents of one role
+    are merged. Every function call is followed by its response: a call left without one (a
+    crash mid-turn, a cancel) gets an error response, so the model never sees a dangling call.
     """
     contents: list[dict] = []
     for message in messages:

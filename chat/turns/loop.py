@@ -29,7 +29,7 @@ from chat.agent.prompt import (
     system_prompt,
     workspace_memory,
 )
-from chat.agent.retry import AnswerRetries, answer_problem
+from chat.agent.retry import AnswerProblem, AnswerRetries, answer_problem
 from chat.agent.tools import (
     ToolContext,
     ToolResult,
@@ -502,7 +502,9 @@ class Turn:
         if message is not None:
             self._last_message_id = str(message.id)
 
-    async def _model_turn(self) -> tuple[list[dict], str, object, LoopHit | None]:
+    async def _model_turn(
+        self,
+    ) -> tuple[list[dict], str, AnswerProblem | None, LoopHit | None]:
         """Streams one model answer; stores it when the stream ends or is cut off.
 
         Returns the parts, the finish reason, why the answer cannot end the turn (an empty or
@@ -562,6 +564,7 @@ class Turn:
                 hit = self._detector.content(part.text)
                 if hit is not None:
                     state["loop"] = hit
+                    state["finish"] = "LOOP_DETECTED"
                     return True
         return False
 

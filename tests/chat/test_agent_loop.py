@@ -264,9 +264,12 @@ async def test_a_long_session_is_compressed_and_the_snapshot_kept(
     await chat(session, token, scripted({"text": "later"}, prompt="one more"))
 
     (next_call,) = fake_gemini.requests
+    kept = all_texts(main_call)
     texts = all_texts(next_call)
     assert texts[1] == snapshot.text
-    assert not any(text.startswith("question 0 ") for text in texts)
+    # The stored messages after the snapshot are exactly those the first turn kept.
+    assert texts[3 : len(kept)] == kept[3:]
+    assert texts[len(kept) :][0] == "fresh answer"
     assert texts[-1].startswith("one more")
 
 
