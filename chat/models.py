@@ -94,3 +94,27 @@ class TurnDecision(models.Model):
             "userId": str(self.user_id or ""),
             "userEmail": self.user_email,
         }
+
+
+class HistorySnapshot(models.Model):
+    """A compressed beginning of a session's history: what the model sees instead of it.
+
+    The stored messages stay as they were; `messages_covered` says how many of them, oldest
+    first, the snapshot stands for, within one history epoch (clear and checkpoint loads start
+    another, which leaves the snapshot behind).
+    """
+
+    session = models.ForeignKey(
+        "sessions_app.Session", on_delete=models.CASCADE, related_name="history_snapshots"
+    )
+    epoch = models.PositiveIntegerField()
+    messages_covered = models.PositiveIntegerField()
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["session", "epoch"], name="snapshot_session_epoch")]
+
+    def __str__(self):
+        return f"{self.session_id} @{self.epoch}: {self.messages_covered} messages"

@@ -73,8 +73,13 @@ STEP_FIELDS = frozenset(
         "hang",
         "finishReason",
         "usage",
+        "attempts",
     }
 )
+# Text the server adds to the user's turn (its environment context, its loop nudge, a snapshot of
+# compressed history): not the user's prompt, so the fake reads past it.
+SERVER_TEXT_OPENERS = ("<session_context>", "System: Potential loop detected", "<state_snapshot>")
+SNAPSHOT_MARKER = "<state_snapshot>"
 
 CHANGE_PATTERN = re.compile(
     r'\bchange\s+(?:"(?P<old_quoted>[^"]*)"|(?P<old>\S+))\s+to\s+'
@@ -111,6 +116,8 @@ class Step:
     hang: bool = False
     finish_reason: str = "STOP"
     usage: dict[str, Any] | None = None
+    # The same request asked again (a retry) gets the next of these; the last one repeats.
+    attempts: list[Step] = field(default_factory=list)
 
 
 @dataclass
@@ -270,6 +277,7 @@ def read_conversation(contents: list[Any]) -> Conversation:
             if isinstance(part, dict)
             and isinstance(part.get("text"), str)
             and not part.get("thought")
+            and not part["text"].startswith(SERVER_TEXT_OPENERS)
         ]
         if texts:
             prompt_index, prompt = index, "\n".join(texts)
@@ -323,6 +331,12 @@ def parse_step(raw: Any) -> Step:
     if unknown:
         raise DirectiveError(f"unknown step field(s): {', '.join(unknown)}")
     step = Step()
+    if raw.get("attempts") is not None:
+        attempts = raw["attempts"]
+        if not isinstance(attempts, list) or not attempts or set(raw) != {"attempts"}:
+            raise DirectiveError('"attempts" must be a non-empty list of steps, alone in its step')
+        step.attempts = [parse_step(item) for item in attempts]
+        return step
     text = raw.get("text")
     if isinstance(text, str):
         step.texts = split_into_chunks(text)
@@ -429,15 +443,54 @@ def demo_steps(conversation: Conversation) -> list[Step]:
     return [echo]
 
 
-def choose_step(body: dict[str, Any]) -> Step:
-    """Picks the scripted answer for a generate request (raises DirectiveError)."""
+def system_text(body: dict[str, Any]) -> str:
+    instruction = body.get("systemInstruction")
+    parts = instruction.get("parts") if isinstance(instruction, dict) else None
+    return "".join(part.get("text", "") for part in parts or [] if isinstance(part, dict))
+
+
+def snapshot_step(contents: list[Any]) -> Step:
+    """The answer to a compression call: a <state_snapshot> naming what it summarised."""
+    user_texts = [
+        part["text"]
+        for content in contents[:-1]
+        if isinstance(content, dict) and content.get("role") == "user"
+        for part in content.get("parts") or []
+        if isinstance(part, dict)
+        and isinstance(part.get("text"), str)
+        and not part["text"].startswith(SERVER_TEXT_OPENERS[:2])
+    ]
+    # The oldest request: the user's goal, or the goal of a snapshot being updated.
+    goal = first_line(user_texts[0])[:80] if user_texts else "(no request found)"
+    summarised = len(contents) - 1
+    return Step(
+        texts=[
+            f"{SNAPSHOT_MARKER}\n    <overall_goal>{goal}</overall_goal>\n"
+            f"    <recent_actions>Summarised {summarised} earlier messages.</recent_actions>\n"
+            "</state_snapshot>"
+        ]
+    )
+
+
+def choose_step(body: dict[str, Any], attempt: int = 1) -> Step:
+    """Picks the scripted answer for a generate request (raises DirectiveError).
+
+    `attempt` counts the requests with these very contents so far (this one included): a step
+    with `attempts` answers a retry with its next entry.
+    """
     contents = body.get("contents")
-    conversation = read_conversation(contents if isinstance(contents, list) else [])
+    contents = contents if isinstance(contents, list) else []
+    if SNAPSHOT_MARKER in system_text(body):
+        return snapshot_step(contents)
+    conversation = read_conversation(contents)
     steps = directive_steps(conversation.prompt)
     if steps is None:
         steps = demo_steps(conversation)
     if conversation.step < len(steps):
-        return steps[conversation.step]
+        step = steps[conversation.step]
+        if step.attempts:
+            return step.attempts[min(attempt, len(step.attempts)) - 1]
+        return step
     return text_step("Done.")
 
 
@@ -524,10 +577,21 @@ class FakeLog:
         self._requests: list[dict[str, Any]] = []
         self._streams: list[dict[str, Any]] = []
 
-    def add_request(self, row: dict[str, Any]) -> None:
+    def add_request(self, row: dict[str, Any]) -> int:
+        """Logs a request; returns how many logged requests had its contents (it included)."""
+        contents = (
+            (row.get("body") or {}).get("contents") if isinstance(row.get("body"), dict) else None
+        )
         with self._changed:
             self._requests.append(row)
             self._changed.notify_all()
+            return sum(
+                1
+                for logged in self._requests
+                if isinstance(logged.get("body"), dict)
+                and logged["body"].get("contents") == contents
+                and logged.get("model") == row.get("model")
+            )
 
     def open_stream(self, stream_id: str, model_id: str) -> dict[str, Any]:
         row = {"id": stream_id, "model": model_id, "status": "open", "frames": 0}
@@ -644,8 +708,9 @@ async def model_method(request: web.Request) -> web.StreamResponse:
     except json.JSONDecodeError:
         body = None
     streaming = method == "streamGenerateContent"
+    attempt = 1
     if method != "countTokens":
-        request.app[LOG_KEY].add_request(
+        attempt = request.app[LOG_KEY].add_request(
             {
                 "path": request.path,
                 "model": model_id,
@@ -672,7 +737,7 @@ async def model_method(request: web.Request) -> web.StreamResponse:
             }
         )
     try:
-        step = choose_step(body)
+        step = choose_step(body, attempt)
     except DirectiveError as exc:
         return error_response(400, f"Invalid [[fake:...]] directive: {exc}")
     if step.error is not None:

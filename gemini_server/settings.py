@@ -326,8 +326,16 @@ GEMINI_API_VERSION = env("GEMINI_API_VERSION", default="v1beta")
 GEMINI_TIMEOUT_SECONDS = env.float("GEMINI_TIMEOUT_SECONDS", default=600)
 GEMINI_STREAM_IDLE_SECONDS = env.float("GEMINI_STREAM_IDLE_SECONDS", default=90)
 GEMINI_RETRY_ATTEMPTS = env.int("GEMINI_RETRY_ATTEMPTS", default=3)
-AGENT_MAX_TOOL_CALLS = env.int("AGENT_MAX_TOOL_CALLS", default=50)
-AGENT_REPEATED_CALL_LIMIT = env.int("AGENT_REPEATED_CALL_LIMIT", default=5)
+# 429s are retried after Google's retryDelay (or a back-off) while the waits fit in this budget.
+GEMINI_RATE_LIMIT_ATTEMPTS = env.int("GEMINI_RATE_LIMIT_ATTEMPTS", default=10)
+GEMINI_RATE_LIMIT_MAX_WAIT_SECONDS = env.float("GEMINI_RATE_LIMIT_MAX_WAIT_SECONDS", default=60)
+# Model calls allowed for one user message (gemini-cli's MAX_TURNS).
+AGENT_MAX_TURNS = env.int("AGENT_MAX_TURNS", default=100)
+AGENT_CONTEXT_WINDOW_TOKENS = env.int("AGENT_CONTEXT_WINDOW_TOKENS", default=1_048_576)
+AGENT_COMPRESSION_THRESHOLD = env.float("AGENT_COMPRESSION_THRESHOLD", default=0.5)
+AGENT_INVALID_ANSWER_RETRY_DELAY_SECONDS = env.float(
+    "AGENT_INVALID_ANSWER_RETRY_DELAY_SECONDS", default=1.0
+)
 SSE_KEEPALIVE_SECONDS = env.float("SSE_KEEPALIVE_SECONDS", default=15)
 
 # Sessions, workspaces and tools.

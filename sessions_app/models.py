@@ -16,6 +16,7 @@ class ApprovalMode(models.TextChoices):
     DEFAULT = "default"
     AUTO_EDIT = "autoEdit"
     YOLO = "yolo"
+    PLAN = "plan"  # read-only: edits, memory and the shell are refused
 
 
 class Session(models.Model):

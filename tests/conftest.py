@@ -151,6 +151,10 @@ def fake_gemini(fake_gemini_server, settings):
     settings.GEMINI_API_VERSION = "v1beta"
     settings.GEMINI_RETRY_ATTEMPTS = 1
     settings.GEMINI_STREAM_IDLE_SECONDS = 5
+    # A 429 reaches the client at once and an empty answer is asked again without waiting,
+    # unless a test allows the wait.
+    settings.GEMINI_RATE_LIMIT_MAX_WAIT_SECONDS = 0
+    settings.AGENT_INVALID_ANSWER_RETRY_DELAY_SECONDS = 0
     fake_gemini_server.reset()
     return fake_gemini_server
 

@@ -15,16 +15,24 @@ def _function_response_ids(parts: list[dict]) -> set:
     }
 
 
+def model_visible_parts(parts: list[dict]) -> list[dict]:
+    """The parts sent back to the model: thoughts are left out, as gemini-cli does.
+
+    A function call keeps its thoughtSignature, which the model needs back verbatim.
+    """
+    return [part for part in parts or [] if part and not part.get("thought")]
+
+
 def history_contents(messages) -> list[dict]:
     """Gemini `contents` for stored messages, oldest first.
 
-    Roles alternate as Gemini expects: consecutive contents of one role are merged. Every
-    function call is followed by its response: a call left without one (a crash mid-turn, a
-    cancel) gets an error response, so the model never sees a dangling call.
+    Thoughts are left out. Roles alternate as Gemini expects: consecutive contents of one role
+    are merged. Every function call is followed by its response: a call left without one (a
+    crash mid-turn, a cancel) gets an error response, so the model never sees a dangling call.
     """
     contents: list[dict] = []
     for message in messages:
-        parts = [part for part in (message.parts or []) if part]
+        parts = model_visible_parts(message.parts)
         if not parts:
             continue
         role = "model" if message.role == "model" else "user"

@@ -15,8 +15,9 @@ from functools import lru_cache
 
 from google.genai import types
 
-from chat.agent.history import history_contents
+from chat.agent.history import history_contents, model_visible_parts
 from chat.models import Message
+from chat.turns.compression import SNAPSHOT_ACK
 
 CACHED_SESSIONS = 512
 
@@ -91,8 +92,38 @@ def _tools_json(declarations: str) -> str:
     return json.dumps([tool.model_dump(mode="json", exclude_none=True, by_alias=True)])
 
 
+def _steps_per_content(steps: list[Step], contents_count: int) -> list[int]:
+    """How many stored steps each content of `history_contents(steps)` stands for.
+
+    Steps the model does not see (empty, thoughts only) count with the content before them, so
+    the sum up to any content is the number of stored messages that come before it.
+    """
+    counts: list[int] = []
+    role, waiting = None, 0
+    for step in steps:
+        if not model_visible_parts(step.parts):
+            if counts:
+                counts[-1] += 1
+            else:
+                waiting += 1
+            continue
+        step_role = "model" if step.role == "model" else "user"
+        if counts and step_role == role:
+            counts[-1] += 1
+        else:
+            counts.append(1 + waiting)
+            waiting = 0
+        role = step_role
+    counts.extend([0] * (contents_count - len(counts)))
+    return counts
+
+
 class Conversation:
-    """The contents the model sees, in memory, and the request body for the next model call."""
+    """The contents the model sees, in memory, and the request body for the next model call.
+
+    It starts with the session's environment context and, when the session was compressed, the
+    stored state snapshot in place of the messages it covers (`covered`, oldest first).
+    """
 
     def __init__(
         self,
@@ -101,28 +132,94 @@ class Conversation:
         system_instruction: str,
         declarations: list[dict],
         generation_config: dict,
+        environment: str = "",
+        snapshot: str = "",
+        covered: int = 0,
     ):
-        self.contents: list[dict] = history_contents(steps)
-        self._fragments: list[str] = [_dumps(content) for content in self.contents]
-        tail = {"systemInstruction": {"parts": [{"text": system_instruction}], "role": "user"}}
-        if generation_config:
-            tail["generationConfig"] = generation_config
-        tools = _tools_json(json.dumps(declarations)) if declarations else None
-        self._tail = "," + _dumps(tail)[1:-1] + (f',"tools":{tools}' if tools else "") + "}"
+        self.environment = environment
+        self.covered = covered if snapshot else 0
+        self.contents: list[dict] = []
+        self._steps: list[int] = []
+        self._fragments: list[str] = []
+        self._head(snapshot)
+        visible = steps[self.covered :]
+        contents = history_contents(visible)
+        for content, count in zip(
+            contents, _steps_per_content(visible, len(contents)), strict=True
+        ):
+            self._add(content["role"], content["parts"], count)
+        # A note added to the system instruction for one call (gemini-cli's retry nudges).
+        self.system_note = ""
+        self._system_instruction = system_instruction
+        self._generation_config = generation_config
+        self._tools = _tools_json(json.dumps(declarations)) if declarations else None
+        self._tail = self._tail_of(system_instruction)
 
-    def append(self, role: str, parts: list[dict]) -> None:
-        """A step of the turn; consecutive steps of one role form one content, as Gemini wants."""
-        role = "model" if role == "model" else "user"
+    def _head(self, snapshot: str) -> None:
+        """The environment context, then the snapshot and the model's acknowledgement."""
+        parts = [{"text": self.environment}] if self.environment else []
+        if snapshot:
+            parts.append({"text": snapshot})
+        if parts:
+            self._add("user", parts, 0)
+        if snapshot:
+            self._add("model", [{"text": SNAPSHOT_ACK}], 0)
+
+    def _tail_of(self, system_instruction: str) -> str:
+        tail = {"systemInstruction": {"parts": [{"text": system_instruction}], "role": "user"}}
+        if self._generation_config:
+            tail["generationConfig"] = self._generation_config
+        tools = f',"tools":{self._tools}' if self._tools else ""
+        return "," + _dumps(tail)[1:-1] + tools + "}"
+
+    def _add(self, role: str, parts: list[dict], steps: int) -> None:
         if self.contents and self.contents[-1]["role"] == role:
             self.contents[-1]["parts"].extend(parts)
             self._fragments[-1] = _dumps(self.contents[-1])
+            self._steps[-1] += steps
         else:
             content = {"role": role, "parts": list(parts)}
             self.contents.append(content)
             self._fragments.append(_dumps(content))
+            self._steps.append(steps)
+
+    def append(self, role: str, parts: list[dict], *, stored: bool = True) -> None:
+        """A step of the turn; consecutive steps of one role form one content, as Gemini wants.
+
+        Thoughts are left out (gemini-cli does not send them back); a function call keeps its
+        thoughtSignature. `stored` says whether the step is a stored message (a nudge is not).
+        """
+        role = "model" if role == "model" else "user"
+        visible = model_visible_parts(parts)
+        if not visible:
+            if stored and self._steps:
+                self._steps[-1] += 1
+            return
+        self._add(role, visible, 1 if stored else 0)
+
+    def compress(self, split: int, snapshot: str) -> None:
+        """Replaces the contents before `split` with the snapshot; the rest stays as it was."""
+        kept = list(zip(self.contents[split:], self._steps[split:], strict=True))
+        self.covered += sum(self._steps[:split])
+        self.contents, self._steps, self._fragments = [], [], []
+        self._head(snapshot)
+        for content, count in kept:
+            self._add(content["role"], content["parts"], count)
+
+    def compressible(self, split: int) -> list[dict]:
+        """The contents before `split` as the summariser sees them: without the environment."""
+        contents = self.contents[:split]
+        if not self.environment or not contents:
+            return contents
+        first = contents[0]
+        parts = [part for part in first["parts"] if part.get("text") != self.environment]
+        return ([{**first, "parts": parts}] if parts else []) + contents[1:]
 
     def body(self) -> bytes:
-        return ('{"contents":[' + ",".join(self._fragments) + "]" + self._tail).encode()
+        tail = self._tail
+        if self.system_note:
+            tail = self._tail_of(self._system_instruction + self.system_note)
+        return ('{"contents":[' + ",".join(self._fragments) + "]" + tail).encode()
 
 
 def _dumps(value) -> str:

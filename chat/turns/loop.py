@@ -5,7 +5,7 @@ and cancels reach it through the channel layer, so they can come from any proces
 """
 
 import asyncio
-import json
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -21,9 +21,17 @@ from chat.agent import events as ev
 from chat.agent.client import GeminiNotConfigured, generate_stream, thinking_supported
 from chat.agent.events import AgentEvent
 from chat.agent.history import parts_merge
+from chat.agent.prompt import (
+    JIT_TOOLS,
+    environment_context,
+    jit_context_append,
+    jit_memory,
+    system_prompt,
+    workspace_memory,
+)
+from chat.agent.retry import AnswerProblem, AnswerRetries, answer_problem
 from chat.agent.tools import (
     ToolContext,
-    ToolKind,
     ToolResult,
     tool_args_normalize,
     tool_declarations,
@@ -32,8 +40,19 @@ from chat.agent.tools import (
 )
 from chat.models import MessageRole
 from chat.tools_run import tool_call_begin, tool_call_record
+from chat.turns import approval
+from chat.turns.compression import (
+    compression_due,
+    context_window,
+    snapshot_latest,
+    snapshot_store,
+    snapshot_write,
+    split_point,
+    tokens_estimate,
+)
 from chat.turns.control import tool_always_allow, turn_begin
 from chat.turns.conversation import Conversation, history_remember, history_steps
+from chat.turns.loop_detection import LoopDetector, LoopHit, loop_feedback
 from chat.turns.slot import turn_decisions_since, turn_heartbeat, turn_release
 from chat.turns.store import message_store
 from gemini_server import metrics
@@ -43,22 +62,16 @@ from gemini_server.layer import receiver_stop
 from gemini_server.scrub import secrets_scrub
 from monitoring.models import AuditAction
 from monitoring.services import aevent_record
-from sessions_app.models import ApprovalMode, Session
-from sessions_app.workspace import PathRefused, Workspace, session_workspace
+from sessions_app.models import Session
+from sessions_app.workspace import Workspace, session_workspace
 
 logger = logging.getLogger(__name__)
 
-CORE_INSTRUCTION = """You are an interactive coding agent working for a software engineer, as gemini-cli does.
-The engineer's project is in the workspace directory /workspace; every path you use is inside it
-(relative paths are relative to /workspace). Use the tools to read, search, edit and run code there.
-Before changing a file, read it. Prefer small, precise edits with `replace`. Explain briefly what
-you did when you are done. Shell commands run in a sandbox without network access."""
-
-MEMORY_FILE = "GEMINI.md"
-MEMORY_MAX_CHARS = 100_000
 CANCELLED_TEXT = "[Operation Cancelled] Reason: User cancelled the operation."
 CUT_OFF_TEXT = "The model's answer was cut off before this call could run."
 DENIED_TEXT = "[Operation Cancelled] Reason: User did not allow tool call"
+LOOP_SKIPPED_TEXT = "The call was not run: the model was repeating itself (a loop was detected)."
+THINKING_BUDGET_2_5 = 8192
 HEARTBEAT_SECONDS = 30
 # How late a confirmation or cancel may arrive when its channel-layer message was lost.
 DECISION_POLL_SECONDS = 2
@@ -127,13 +140,6 @@ def _thought(text: str) -> dict:
     return {"subject": "", "description": text}
 
 
-def _needs_confirmation(kind: ToolKind, mode: str, always: list[str], name: str) -> bool:
-    """gemini-cli's approval rules: reads never ask; edits ask in default; shell asks unless yolo."""
-    if kind == ToolKind.READ or name in always or mode == ApprovalMode.YOLO:
-        return False
-    return not (mode == ApprovalMode.AUTO_EDIT and kind == ToolKind.EDIT)
-
-
 def _usage(metadata) -> dict:
     prompt = metadata.prompt_token_count or 0
     completion = (metadata.candidates_token_count or 0) + (metadata.thoughts_token_count or 0)
@@ -141,21 +147,33 @@ def _usage(metadata) -> dict:
     return {"promptTokens": prompt, "completionTokens": completion, "totalTokens": total}
 
 
-def _system_instruction(session: Session) -> str:
-    sections = [CORE_INSTRUCTION]
-    if session.config.get("systemInstruction"):
-        sections.append(session.config["systemInstruction"])
-    try:
-        # Through the workspace module: GEMINI.md may be a link a shell command swaps at will.
-        data = Workspace(session_workspace(session)).read_head(MEMORY_FILE, MEMORY_MAX_CHARS * 4)
-    except (OSError, PathRefused):
-        data = None
-    if data is not None:
-        text = data.decode("utf-8", errors="replace")[:MEMORY_MAX_CHARS]
-        sections.append(
-            f"Context from /workspace/{MEMORY_FILE} (the project's notes and memories):\n{text}"
-        )
-    return "\n\n".join(sections)
+def _prompt_and_environment(session: Session) -> tuple[str, str]:
+    """The system instruction and the environment context, read from the workspace."""
+    # Through the workspace module: GEMINI.md may be a link a shell command swaps at will.
+    workspace = Workspace(session_workspace(session))
+    instruction = system_prompt(
+        session_instruction=session.config.get("systemInstruction") or "",
+        approval_mode=session.approval_mode,
+        memory=workspace_memory(workspace),
+    )
+    return instruction, environment_context(workspace)
+
+
+def _generation_config(session: Session) -> dict:
+    """gemini-cli's defaults (temperature 1, topP 0.95, topK 64, a thinking budget of 8192 on
+    2.5 models); the session's temperature wins."""
+    temperature = session.config.get("temperature")
+    generation = {
+        "temperature": 1 if temperature is None else temperature,
+        "topP": 0.95,
+        "topK": 64,
+    }
+    model = session.model_name
+    if thinking_supported(model):
+        generation["thinkingConfig"] = {"includeThoughts": True}
+        if model.startswith("gemini-2.5"):
+            generation["thinkingConfig"]["thinkingBudget"] = THINKING_BUDGET_2_5
+    return generation
 
 
 class Turn:
@@ -188,6 +206,11 @@ class Turn:
         self._confirmations: dict[str, asyncio.Future] = {}
         self._usage = {"promptTokens": 0, "completionTokens": 0, "totalTokens": 0}
         self._last_message_id = ""
+        # The last answer's prompt size (usageMetadata), for compression; 0 when unknown.
+        self._prompt_tokens = 0
+        self._detector = LoopDetector()
+        # Subdirectory GEMINI.md files already given to the model in this turn.
+        self._jit_loaded: set[str] = set()
 
     # Control, from transports.
 
@@ -328,40 +351,131 @@ class Turn:
         )
 
     async def _loop(self) -> str:
-        calls_made = 0
-        previous_call, repeats = None, 0
+        turns = 0
         while True:
-            parts, finish = await self._model_turn()
+            turns += 1
+            if turns > settings.AGENT_MAX_TURNS:
+                raise TurnStopped(
+                    "turn_limit",
+                    f"The turn reached its limit of {settings.AGENT_MAX_TURNS} model turns "
+                    "and was stopped.",
+                )
+            await self._compress_if_due()
+            parts, finish, hit = await self._model_answer()
             calls = [part["functionCall"] for part in parts if "functionCall" in part]
+            hit = hit or self._calls_loop(calls)
+            if hit is not None:
+                await self._loop_found(hit, calls)
+                continue
             if not calls:
                 return finish
             for index, call in enumerate(calls):
-                calls_made += 1
-                signature = (call.get("name"), json.dumps(call.get("args") or {}, sort_keys=True))
-                repeats = repeats + 1 if signature == previous_call else 1
-                previous_call = signature
-                stop = None
-                if calls_made > settings.AGENT_MAX_TOOL_CALLS:
-                    stop = TurnStopped(
-                        "tool_call_limit",
-                        f"The turn reached its limit of {settings.AGENT_MAX_TOOL_CALLS} tool calls and was stopped.",
-                    )
-                elif repeats >= settings.AGENT_REPEATED_CALL_LIMIT:
-                    stop = TurnStopped(
-                        "loop_detected",
-                        f"The model called {call.get('name')} with the same arguments {repeats} times in a row; the turn was stopped.",
-                    )
-                if stop is not None:
-                    await self._answer_unrun(calls[index:], stop.message)
-                    raise stop
                 try:
-                    await self._tool_call(call)
+                    outcome = await self._tool_call(call)
                 except TurnInterrupted:
                     await self._answer_unrun(calls[index:], CANCELLED_TEXT)
                     raise
                 except TurnStopped as stop:
                     await self._answer_unrun(calls[index:], stop.message)
                     raise
+                if outcome == "cancel":
+                    # As gemini-cli: a denied call cancels the rest of the batch and the turn.
+                    await self._answer_unrun(calls[index + 1 :], CANCELLED_TEXT)
+                    return "CANCELLED"
+
+    def _calls_loop(self, calls: list[dict]) -> LoopHit | None:
+        for call in calls:
+            hit = self._detector.tool_call(call.get("name", ""), call.get("args") or {})
+            if hit is not None:
+                return hit
+        return None
+
+    async def _loop_found(self, hit: LoopHit, calls: list[dict]) -> None:
+        """The first loop earns the model gemini-cli's nudge; the second stops the turn."""
+        if hit.count > 1:
+            stop = TurnStopped(
+                "loop_detected",
+                f"The model kept repeating itself after being told, so the turn was stopped. "
+                f"{hit.detail}",
+                extra={"loopType": hit.kind},
+            )
+            await self._answer_unrun(calls, stop.message)
+            raise stop
+        await self._answer_unrun(calls, LOOP_SKIPPED_TEXT)
+        self.conversation.append(
+            MessageRole.USER, [{"text": loop_feedback(hit.detail)}], stored=False
+        )
+        self._detector.after_nudge()
+
+    async def _compress_if_due(self) -> None:
+        """Compresses the conversation at the threshold; refuses a request the window cannot take."""
+        model = self.session.model_name
+        body = self.conversation.body()
+        if compression_due(prompt_tokens=self._prompt_tokens, body=body, model=model):
+            split = split_point(self.conversation.contents)
+            snapshot = ""
+            if split > 0:
+                try:
+                    snapshot = await self._interruptible(
+                        snapshot_write(model, self.conversation.compressible(split))
+                    )
+                except TurnInterrupted:
+                    raise
+                except Exception:
+                    logger.warning(
+                        "Compression failed in session %s", self.session.id, exc_info=True
+                    )
+            if snapshot:
+                self.conversation.compress(split, snapshot)
+                self._prompt_tokens = 0
+                await database_sync_to_async(snapshot_store)(
+                    session_id=self.session.id,
+                    epoch=self.session.history_epoch,
+                    messages_covered=self.conversation.covered,
+                    text=snapshot,
+                )
+                body = self.conversation.body()
+        window = context_window(model)
+        if tokens_estimate(body) > window:
+            raise TurnStopped(
+                "context_window_exceeded",
+                f"Sending this message ({tokens_estimate(body)} tokens) might exceed the "
+                f"context window limit ({window} tokens).",
+            )
+
+    async def _model_answer(self) -> tuple[list[dict], str, LoopHit | None]:
+        """One model answer, retried as gemini-cli does: an empty, thought-only or malformed one
+        is asked again with a nudge; a 429 after Google's retryDelay, within a budget."""
+        retries = AnswerRetries()
+        while True:
+            self.conversation.system_note = retries.nudge
+            try:
+                parts, finish, problem, hit = await self._model_turn()
+            except TurnStopped as stop:
+                if stop.code != "rate_limited":
+                    raise
+                delay = retries.retry_rate_limited(stop.extra.get("retryAfter"))
+                if delay is None:
+                    raise
+                logger.info("Rate limited in session %s; retrying in %.1fs", self.session.id, delay)
+                await self._interruptible(asyncio.sleep(delay))
+                continue
+            finally:
+                self.conversation.system_note = ""
+            if problem is None:
+                return parts, finish, hit
+            delay = retries.retry_invalid(problem)
+            if delay is None:
+                raise TurnStopped(
+                    "upstream_error",
+                    f"The model gave no usable answer after {retries.invalid} attempts: "
+                    f"{problem.message}",
+                    retryable=True,
+                )
+            logger.info(
+                "Invalid answer in session %s (%s); retrying", self.session.id, problem.kind
+            )
+            await self._interruptible(asyncio.sleep(delay))
 
     async def _open_conversation(self) -> None:
         """History (what this process has not seen yet) plus the user's message, in memory.
@@ -372,17 +486,18 @@ class Turn:
         steps = await database_sync_to_async(history_steps)(
             session_id=session.id, epoch=session.history_epoch, count=session.message_count
         )
-        system_instruction = await asyncio.to_thread(_system_instruction, session)
-        generation = {}
-        if session.config.get("temperature") is not None:
-            generation["temperature"] = session.config["temperature"]
-        if thinking_supported(session.model_name):
-            generation["thinkingConfig"] = {"includeThoughts": True}
+        snapshot = await database_sync_to_async(snapshot_latest)(
+            session_id=session.id, epoch=session.history_epoch
+        )
+        system_instruction, environment = await asyncio.to_thread(_prompt_and_environment, session)
         self.conversation = Conversation(
             steps,
             system_instruction=system_instruction,
             declarations=tool_declarations(),
-            generation_config=generation,
+            generation_config=_generation_config(session),
+            environment=environment,
+            snapshot=snapshot.text if snapshot else "",
+            covered=snapshot.messages_covered if snapshot else 0,
         )
         parts = [{"text": self.text}]
         self.conversation.append(MessageRole.USER, parts)
@@ -390,10 +505,17 @@ class Turn:
         if message is not None:
             self._last_message_id = str(message.id)
 
-    async def _model_turn(self) -> tuple[list[dict], str]:
-        """Streams one model answer; stores it when the stream ends or is cut off."""
+    async def _model_turn(
+        self,
+    ) -> tuple[list[dict], str, AnswerProblem | None, LoopHit | None]:
+        """Streams one model answer; stores it when the stream ends or is cut off.
+
+        Returns the parts, the finish reason, why the answer cannot end the turn (an empty or
+        malformed one, kept out of the conversation) and the loop its text fell into, if any.
+        """
         collected: list[dict] = []
-        state = {"usage": None, "finish": "STOP"}
+        state = {"usage": None, "finish": "STOP", "finished": False, "loop": None}
+        after_tool = self._after_tool()
         failure = None
         try:
             await self._interruptible(self._stream(collected, state))
@@ -404,9 +526,16 @@ class Turn:
             state["finish"] = "ERROR"
             failure = upstream_failure(exc)
         parts = parts_merge(collected)
+        problem = None
+        if failure is None and state["loop"] is None:
+            problem = answer_problem(
+                parts, state["finish"] if state["finished"] else None, after_tool=after_tool
+            )
         if parts:
-            self.conversation.append(MessageRole.MODEL, parts)
+            # An answer to be asked again is stored, but not shown to the model.
+            self.conversation.append(MessageRole.MODEL, [] if problem else parts)
             usage = state["usage"] or {}
+            self._prompt_tokens = usage.get("promptTokens", self._prompt_tokens)
             for key in self._usage:
                 self._usage[key] += usage.get(key, 0)
             message = await database_sync_to_async(self._store)(
@@ -422,7 +551,25 @@ class Turn:
             interrupted = isinstance(failure, TurnInterrupted)
             await self._answer_unrun(pending, CANCELLED_TEXT if interrupted else CUT_OFF_TEXT)
             raise failure
-        return parts, state["finish"]
+        return parts, state["finish"], problem, state["loop"]
+
+    def _after_tool(self) -> bool:
+        """Whether the model is answering tool responses (it may then end without a word)."""
+        contents = self.conversation.contents
+        return bool(contents) and any("functionResponse" in part for part in contents[-1]["parts"])
+
+    def _content_loop(self, chunk, state: dict) -> bool:
+        """Feeds streamed answer text to the loop detector; True when it found a loop."""
+        candidate = chunk.candidates[0] if chunk.candidates else None
+        content = candidate.content if candidate is not None else None
+        for part in content.parts if content and content.parts else []:
+            if part.text and not part.thought:
+                hit = self._detector.content(part.text)
+                if hit is not None:
+                    state["loop"] = hit
+                    state["finish"] = "LOOP_DETECTED"
+                    return True
+        return False
 
     async def _stream(self, collected: list[dict], state: dict) -> None:
         idle = settings.GEMINI_STREAM_IDLE_SECONDS
@@ -433,6 +580,8 @@ class Turn:
                 async for chunk in stream:
                     deadline.reschedule(loop.time() + idle)
                     self._chunk(chunk, collected, state)
+                    if self._content_loop(chunk, state):
+                        break
             finally:
                 # Closing the stream closes the upstream connection: Google stops generating.
                 with suppress(Exception):
@@ -445,6 +594,7 @@ class Turn:
         if candidate is None:
             return
         if candidate.finish_reason is not None:
+            state["finished"] = True
             state["finish"] = getattr(
                 candidate.finish_reason, "value", str(candidate.finish_reason)
             )
@@ -473,21 +623,23 @@ class Turn:
             )
         return message
 
-    async def _tool_call(self, call: dict) -> None:
+    async def _tool_call(self, call: dict) -> str:
+        """Runs one call (asking first when the approval mode says so); returns the outcome."""
         call_id, name, args = call["id"], call.get("name", ""), call.get("args") or {}
         tool = tool_lookup(name)
         started = time.monotonic()
         confirmation = {"outcome": "auto"}
         result: ToolResult
-        problem = None
+        problem = refusal = None
         if tool is not None:
             args = tool_args_normalize(tool, args)
             # Validation resolves paths on disk: off the event loop, like the tools themselves.
             problem = await asyncio.to_thread(tool.validate, args, self.context)
         if tool is not None and problem is None:
             session = await database_sync_to_async(Session.objects.get)(pk=self.session.id)
-            if _needs_confirmation(
-                tool.kind, session.approval_mode, session.always_allowed_tools, tool.name
+            refusal = approval.plan_refusal(tool.kind, tool.name, session.approval_mode)
+            if refusal is None and approval.needs_confirmation(
+                tool.kind, session.approval_mode, session.always_allowed_tools, tool.name, args
             ):
                 details = await asyncio.to_thread(tool.confirmation_details, args, self.context)
                 self._emit(
@@ -501,9 +653,10 @@ class Turn:
                     "userEmail": answer.get("userEmail"),
                 }
                 if answer["outcome"] == "proceed_always":
-                    await database_sync_to_async(tool_always_allow)(
-                        session=self.session, tool_name=tool.name
-                    )
+                    for entry in approval.always_entries(tool.name, args):
+                        await database_sync_to_async(tool_always_allow)(
+                            session=self.session, tool_name=entry
+                        )
         if confirmation["outcome"] != "cancel":
             try:
                 await tool_call_begin(
@@ -523,6 +676,9 @@ class Turn:
         if confirmation["outcome"] == "cancel":
             result = ToolResult(output="", error=DENIED_TEXT, display="Cancelled by the user")
             status = "cancelled"
+        elif refusal is not None:
+            result = ToolResult(output="", error=refusal, display=refusal)
+            status = "error"
         else:
             result = await self._interruptible(tool_run(name, args, self.context))
             status = "success" if result.ok else "error"
@@ -538,6 +694,8 @@ class Turn:
                 "durationMs": duration,
             },
         )
+        if result.ok and name in JIT_TOOLS:
+            result = await self._with_jit_context(result, args)
         response = {
             "functionResponse": {
                 "id": call_id,
@@ -562,6 +720,19 @@ class Turn:
             source="agent",
             ip=self.ip,
         )
+        return confirmation["outcome"]
+
+    async def _with_jit_context(self, result: ToolResult, args: dict) -> ToolResult:
+        """GEMINI.md files of the subdirectories a tool touched, appended to its output once."""
+        path = args.get("file_path") or args.get("dir_path")
+        if not isinstance(path, str) or not path:
+            return result
+        context = await asyncio.to_thread(
+            jit_memory, Workspace(self.context.workspace), path, self._jit_loaded
+        )
+        if not context:
+            return result
+        return dataclasses.replace(result, output=jit_context_append(result.output, context))
 
     async def _answer_unrun(self, calls: list[dict], reason: str) -> None:
         """Stores an error response for calls that will not run, so no call is left dangling."""
