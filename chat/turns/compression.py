@@ -152,7 +152,7 @@ def snapshot_latest(*, session_id, epoch: int) -> HistorySnapshot | None:
     return HistorySnapshot.objects.filter(session_id=session_id, epoch=epoch).first()
 
 
-def snapshot_store(*, session_id, epoch: int, messages_covered: int, text: str) -> None:
-    HistorySnapshot.objects.create(
+def snapshot_store(*, session_id, epoch: int, messages_covered: int, text: str) -> HistorySnapshot:
+    return HistorySnapshot.objects.create(
         session_id=session_id, epoch=epoch, messages_covered=messages_covered, text=text
     )

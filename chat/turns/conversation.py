@@ -17,9 +17,12 @@ from google.genai import types
 
 from chat.agent.history import history_contents, model_visible_parts
 from chat.models import Message
-from chat.turns.compression import SNAPSHOT_ACK
+from chat.turns.compression import SNAPSHOT_ACK, snapshot_latest
 
 CACHED_SESSIONS = 512
+
+
+_UNKNOWN = object()
 
 
 @dataclass
@@ -27,6 +30,8 @@ class _Cached:
     epoch: int
     last_seq: int
     steps: list = field(default_factory=list)
+    # The epoch's latest compression snapshot (None: there is none), once looked up.
+    snapshot: object = _UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -39,35 +44,51 @@ _cache: OrderedDict = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def history_steps(*, session_id, epoch: int, count: int | None = None) -> list[Step]:
-    """The session's stored steps, oldest first: cached steps plus one query for newer rows.
+def history_load(*, session_id, epoch: int, count: int | None = None) -> tuple[list[Step], object]:
+    """The session's stored steps, oldest first, and the epoch's latest compression snapshot.
 
-    With the session's message count, a cache that already holds every step costs no query.
+    Cached steps plus one query for newer rows; with the session's message count, a cache that
+    already holds every step (and knows the snapshot) costs no query at all. A snapshot is only
+    written during a turn, which adds messages, so a whole cache knows the latest one too.
     """
     with _cache_lock:
         cached = _cache.get(session_id)
         if cached is not None and cached.epoch != epoch:
             cached = None
-        if cached is not None and count is not None and len(cached.steps) == count:
+        if (
+            cached is not None
+            and count is not None
+            and len(cached.steps) == count
+            and cached.snapshot is not _UNKNOWN
+        ):
             _cache.move_to_end(session_id)
-            return list(cached.steps)
+            return list(cached.steps), cached.snapshot
         last_seq = cached.last_seq if cached is not None else 0
     rows = list(
         Message.objects.filter(session_id=session_id, seq__gt=last_seq)
         .order_by("seq")
         .values_list("seq", "role", "parts")
     )
+    snapshot = snapshot_latest(session_id=session_id, epoch=epoch)
     with _cache_lock:
         if cached is None:
             cached = _Cached(epoch=epoch, last_seq=0)
         steps = cached.steps + [Step(role, parts or []) for _, role, parts in rows]
-        if rows:
-            cached = _Cached(epoch=epoch, last_seq=rows[-1][0], steps=steps)
+        last = rows[-1][0] if rows else cached.last_seq
+        cached = _Cached(epoch=epoch, last_seq=last, steps=steps, snapshot=snapshot)
         _cache[session_id] = cached
         _cache.move_to_end(session_id)
         while len(_cache) > CACHED_SESSIONS:
             _cache.popitem(last=False)
-    return list(steps)
+    return list(steps), snapshot
+
+
+def snapshot_remember(*, session_id, epoch: int, snapshot) -> None:
+    """A snapshot this process just stored: the next turn here starts from it without a query."""
+    with _cache_lock:
+        cached = _cache.get(session_id)
+        if cached is not None and cached.epoch == epoch:
+            cached.snapshot = snapshot
 
 
 def history_remember(*, session_id, epoch: int, message) -> None:

@@ -44,14 +44,18 @@ from chat.turns import approval
 from chat.turns.compression import (
     compression_due,
     context_window,
-    snapshot_latest,
     snapshot_store,
     snapshot_write,
     split_point,
     tokens_estimate,
 )
 from chat.turns.control import tool_always_allow, turn_begin
-from chat.turns.conversation import Conversation, history_remember, history_steps
+from chat.turns.conversation import (
+    Conversation,
+    history_load,
+    history_remember,
+    snapshot_remember,
+)
 from chat.turns.loop_detection import LoopDetector, LoopHit, loop_feedback
 from chat.turns.slot import turn_decisions_since, turn_heartbeat, turn_release
 from chat.turns.store import message_store
@@ -428,11 +432,14 @@ class Turn:
             if snapshot:
                 self.conversation.compress(split, snapshot)
                 self._prompt_tokens = 0
-                await database_sync_to_async(snapshot_store)(
+                stored = await database_sync_to_async(snapshot_store)(
                     session_id=self.session.id,
                     epoch=self.session.history_epoch,
                     messages_covered=self.conversation.covered,
                     text=snapshot,
+                )
+                snapshot_remember(
+                    session_id=self.session.id, epoch=self.session.history_epoch, snapshot=stored
                 )
                 body = self.conversation.body()
         window = context_window(model)
@@ -483,11 +490,8 @@ class Turn:
         The history is read before the message is stored, so it is not read back twice.
         """
         session = self.session
-        steps = await database_sync_to_async(history_steps)(
+        steps, snapshot = await database_sync_to_async(history_load)(
             session_id=session.id, epoch=session.history_epoch, count=session.message_count
-        )
-        snapshot = await database_sync_to_async(snapshot_latest)(
-            session_id=session.id, epoch=session.history_epoch
         )
         system_instruction, environment = await asyncio.to_thread(_prompt_and_environment, session)
         self.conversation = Conversation(
