@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import time
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from datetime import datetime
 
 from channels.db import database_sync_to_async
@@ -26,6 +26,7 @@ from chat.agent.events import call_id_new
 from chat.agent.tools import tool_lookup
 from chat.tools_run import tool_execute as tool_execute_service
 from chat.turns.control import turn_cancel, turn_confirm
+from chat.turns.frames import turn_frames_follow
 from chat.turns.loop import turn_open
 from gemini_server.errors import (
     ApiError,
@@ -41,6 +42,12 @@ from gemini_server.errors import (
     internal_error_report,
 )
 from gemini_server.groups import MONITORING, session_group, turn_group
+from gemini_server.lifecycle import (
+    CLOSE_SERVICE_RESTART,
+    draining,
+    socket_register,
+    socket_unregister,
+)
 from gemini_server.parsers import json_loads_limited
 from monitoring.models import EventType
 from monitoring.stream import event_matches
@@ -106,6 +113,10 @@ class GeminiConsumer(AsyncWebsocketConsumer):
         self.token_expires_at = None
         self.checked_at = 0.0
         self.refused = False
+        self.followed_turn = None
+        self.follow_task = None
+        if await self._restarting_refuse():
+            return
         await self.accept()
         if self.scope.get("auth_error"):
             await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -119,6 +130,7 @@ class GeminiConsumer(AsyncWebsocketConsumer):
             self.auth_timer = asyncio.create_task(self._auth_deadline())
 
     async def disconnect(self, code):
+        socket_unregister(self)
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         await self._leave()
@@ -264,12 +276,15 @@ class GeminiConsumer(AsyncWebsocketConsumer):
         session_id = _field(data, "sessionId")
         session = await database_sync_to_async(session_get)(session_id=session_id, user=self.user)
         body = await database_sync_to_async(session_to_dict)(session)
-        if self.session_id != str(session.id):
+        joined_now = self.session_id != str(session.id)
+        if joined_now:
             await self._leave()
             self.session_id = str(session.id)
             await self.channel_layer.group_add(session_group(session.id), self.channel_name)
             await database_sync_to_async(_members_change)(session.id, 1)
         await self.send_event("session:joined", {"sessionId": str(session.id), "session": body})
+        if joined_now:
+            await self._turn_follow_start(session)
 
     async def event_leave_session(self, data: dict) -> None:
         session_id = self.session_id
@@ -282,6 +297,7 @@ class GeminiConsumer(AsyncWebsocketConsumer):
         if self.session_id is None:
             return
         session_id, self.session_id = self.session_id, None
+        self._turn_follow_stop()
         await self.channel_layer.group_discard(session_group(session_id), self.channel_name)
         remaining = await database_sync_to_async(_members_change)(session_id, -1)
         if remaining <= 0:
@@ -402,9 +418,57 @@ class GeminiConsumer(AsyncWebsocketConsumer):
         if not await self._still_allowed(max_age=CREDENTIALS_RECHECK_SECONDS):
             await self._refuse()
             return
+        if message.get("turnId") is not None and message["turnId"] == self.followed_turn:
+            return  # this socket replays that turn from its frame log instead
         event = message["event"]
         data = {**event["data"], "sessionId": message["sessionId"]}
         await self.send_event(GEMINI_EVENTS[event["type"]], data)
+
+    # Restarts and reattaching: a socket that joins while a turn runs gets it from its start.
+
+    async def _restarting_refuse(self) -> bool:
+        """A draining server takes no new sockets: 1012 tells the client to reconnect elsewhere."""
+        if not draining():
+            socket_register(self)
+            return False
+        await self.accept()
+        await self.close(code=CLOSE_SERVICE_RESTART)
+        return True
+
+    async def restart_close(self) -> None:
+        """The end of a drain (gemini_server.lifecycle): close with 1012, service restart."""
+        self._turn_follow_stop()
+        await self.close(code=CLOSE_SERVICE_RESTART)
+
+    async def _turn_follow_start(self, session) -> None:
+        """Replays the session's running turn from its frame log, then follows it to `done`."""
+        if not await database_sync_to_async(session.turn_is_live)():
+            return
+        self.followed_turn = str(session.turn_id)
+        self.follow_task = asyncio.create_task(
+            self._turn_follow(str(session.id), self.followed_turn)
+        )
+
+    def _turn_follow_stop(self) -> None:
+        if self.follow_task is not None:
+            self.follow_task.cancel()
+            self.follow_task = None
+
+    async def _turn_follow(self, session_id: str, turn_id: str) -> None:
+        frames = turn_frames_follow(session_id=session_id, turn_id=turn_id, after=0)
+        try:
+            async with aclosing(frames):
+                async for item in frames:
+                    if item is None:
+                        continue
+                    if not await self._still_allowed(max_age=CREDENTIALS_RECHECK_SECONDS):
+                        await self._refuse()
+                        return
+                    payload = item[1]
+                    data = {**payload["data"], "sessionId": session_id}
+                    await self.send_event(GEMINI_EVENTS[payload["type"]], data)
+        except Exception:
+            logger.exception("Following the turn of session %s failed", session_id)
 
     # Monitoring.
 
@@ -462,6 +526,7 @@ async def _turn_relay(layer, turn) -> None:
                         "type": "session.agent_event",
                         "event": event.as_dict(),
                         "sessionId": session_id,
+                        "turnId": str(turn.turn_id),
                     },
                 )
     except Exception:

@@ -1,10 +1,10 @@
 """Reads of a session's conversation, in the form the API returns."""
 
-from chat.models import Checkpoint, Message
+from chat.models import FINISH_INTERRUPTED, FINISH_STREAMING, Checkpoint, Message
 from gemini_server.clock import iso_utc
 
 
-def message_to_dict(message: Message) -> dict:
+def message_to_dict(message: Message, *, turn_live: bool = False) -> dict:
     usage = None
     if message.total_tokens is not None:
         usage = {
@@ -19,11 +19,22 @@ def message_to_dict(message: Message) -> dict:
         "text": message.text,
         "createdAt": iso_utc(message.created_at),
         "usage": usage,
+        "finishReason": _finish_reason(message, turn_live=turn_live),
     }
 
 
+def _finish_reason(message: Message, *, turn_live: bool) -> str | None:
+    if message.finish_reason == FINISH_STREAMING:
+        # Streaming still, or cut off by a server that died (stored as such once noticed).
+        return None if turn_live else FINISH_INTERRUPTED
+    return message.finish_reason or None
+
+
 def history_list(*, session) -> list[dict]:
-    return [message_to_dict(m) for m in Message.objects.filter(session=session).order_by("seq")]
+    messages = list(Message.objects.filter(session=session).order_by("seq"))
+    streaming = any(message.finish_reason == FINISH_STREAMING for message in messages)
+    turn_live = streaming and session.turn_is_live()
+    return [message_to_dict(message, turn_live=turn_live) for message in messages]
 
 
 def checkpoint_list(*, session) -> list[dict]:

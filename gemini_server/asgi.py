@@ -12,6 +12,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from accounts.channels_auth import TokenAuthMiddleware  # noqa: E402
+from gemini_server.lifecycle import CLOSE_SERVICE_RESTART, LifecycleMiddleware  # noqa: E402
 from gemini_server.routing import websocket_urlpatterns  # noqa: E402
 
 # The admin console and Swagger UI need their static files; daphne serves none by itself.
@@ -32,10 +33,36 @@ def _daphne_leaves_bodies_to_django() -> None:
 
 _daphne_leaves_bodies_to_django()
 
-application = ProtocolTypeRouter(
-    {
-        "http": http_app,
-        # No Origin check: sockets are admitted by token only, never by a cookie a page could ride on.
-        "websocket": TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
-    }
+
+def _daphne_closes_for_restart() -> None:
+    """Autobahn, under daphne, refuses to send close codes other than 1000 and 3000-4999, so
+    1012 (service restart, registered with IANA after RFC 6455) would raise instead of closing.
+    Clients accept it; daphne's sockets are told to send that one code as it is."""
+    try:
+        from daphne.ws_protocol import WebSocketProtocol
+    except ImportError:  # served by another ASGI server
+        return
+    close = WebSocketProtocol.serverClose
+
+    def server_close(protocol, code=None):
+        if code == CLOSE_SERVICE_RESTART:
+            protocol.sendCloseFrame(code=code, isReply=False)
+            return
+        close(protocol, code=code)
+
+    WebSocketProtocol.serverClose = server_close
+
+
+_daphne_closes_for_restart()
+
+# The outer layer sets the process up on its first call (worker registry, SIGTERM drain) and
+# drains it on ASGI lifespan shutdown, for servers that speak lifespan (gemini_server.lifecycle).
+application = LifecycleMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": http_app,
+            # No Origin check: sockets are admitted by token only, never by a cookie a page could ride on.
+            "websocket": TokenAuthMiddleware(URLRouter(websocket_urlpatterns)),
+        }
+    )
 )

@@ -277,6 +277,10 @@ GEMINI_RETRY_ATTEMPTS = env.int("GEMINI_RETRY_ATTEMPTS", default=3)
 AGENT_MAX_TOOL_CALLS = env.int("AGENT_MAX_TOOL_CALLS", default=50)
 AGENT_REPEATED_CALL_LIMIT = env.int("AGENT_REPEATED_CALL_LIMIT", default=5)
 SSE_KEEPALIVE_SECONDS = env.float("SSE_KEEPALIVE_SECONDS", default=15)
+# On SIGTERM running turns get this long to finish before they are stopped (and kept).
+DRAIN_SECONDS = env.float("DRAIN_SECONDS", default=20)
+# A worker that stops refreshing its Redis key for this long is dead; its sessions are free.
+WORKER_TTL_SECONDS = env.int("WORKER_TTL_SECONDS", default=3)
 
 # Sessions, workspaces and tools.
 WORKSPACES_ROOT = Path(env("WORKSPACES_ROOT", default=str(BASE_DIR / "workspaces"))).resolve()
