@@ -208,3 +208,22 @@ def test_a_starting_server_frees_the_claims_of_stopped_ones(make_session, settin
     assert model_rows(left)[0].finish_reason == "INTERRUPTED"
     assert Session.objects.get(pk=mine.id).turn_id is not None
     assert Session.objects.get(pk=unnamed.id).turn_id is not None
+
+
+async def test_a_fresh_claim_of_a_dead_worker_is_taken_over_at_once(
+    session, token, fake_gemini, settings
+):
+    if not settings.REDIS_URL:
+        pytest.skip("a worker's death is known through Redis (set REDIS_URL)")
+    from django.core.cache import cache
+
+    # The worker died a moment ago: its claim still beats, but its key in Redis is gone.
+    await sync_to_async(_half_done_turn)(session, heartbeat_age=timedelta(seconds=1))
+    await sync_to_async(
+        lambda: cache._cache.get_client(write=True).set("workers:registry-born", "1")
+    )()
+
+    response = await chat(session, token, scripted({"text": "at once"}))
+
+    assert response.status == 200
+    assert response.frames[-1]["data"]["finishReason"] == "STOP"

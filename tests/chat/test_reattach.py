@@ -7,13 +7,14 @@ from asgiref.sync import sync_to_async
 
 from sessions_app.models import Session
 from tests.asgi_http import asgi_request
+from tests.chat import test_websocket as ws
 from tests.chat.conftest import history_of, scripted
-from tests.chat.test_websocket import (  # noqa: F401 -- fixtures used by name
-    _channel_layer_per_test,
-    connect,
-    joined,
-    signed_in,
-)
+
+# The socket fixtures of the WebSocket tests, used here by name.
+_channel_layer_per_test = ws._channel_layer_per_test
+connect = ws.connect
+joined = ws.joined
+signed_in = ws.signed_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("turns_settle")]
 
@@ -135,7 +136,7 @@ async def test_joining_a_session_replays_its_running_turn(
     token,
     user,
     joined,
-    fake_gemini,  # noqa: F811 -- the imported fixture
+    fake_gemini,
 ):
     sse = asyncio.create_task(chat(session, token, SLOW))
     await until(lambda: claimed(session), "the turn to start")
