@@ -150,10 +150,16 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+class LiveServer(str):
+    """A live server's base URL, with its process (to stop it as an operator or a crash would)."""
+
+    process = None
+
+
 @pytest.fixture
 def daphne_servers(transactional_db, settings, fake_gemini_server):
     """Starts real daphne processes on the test database and Redis: `start(*daphne_args, **env)`
-    returns the base URL.
+    returns the base URL (a LiveServer: `.process` is the daphne process).
 
     Several processes share state only through PostgreSQL and Redis, so these tests need both
     (CI sets DATABASE_URL and REDIS_URL); without them they are skipped with that reason.
@@ -201,7 +207,8 @@ def daphne_servers(transactional_db, settings, fake_gemini_server):
             stderr=log,
         )
         processes.append(process)
-        base_url = f"http://127.0.0.1:{port}"
+        base_url = LiveServer(f"http://127.0.0.1:{port}")
+        base_url.process = process
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -217,7 +224,8 @@ def daphne_servers(transactional_db, settings, fake_gemini_server):
 
     yield start
     for process in processes:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
     for process in processes:
         try:
             process.wait(timeout=10)
