@@ -91,6 +91,8 @@ class ChatStreamView(APIView):
                 "then live, ending with `done`."
             ),
             204: OpenApiResponse(description="No turn is running in this session"),
+            400: OpenApiResponse(description="Last-Event-ID is not a frame number"),
+            404: OpenApiResponse(description="No such session of yours"),
         },
         tags=["chat"],
     )

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import signal
 import threading
+import weakref
 from collections.abc import Callable
 from contextlib import suppress
 
@@ -41,8 +42,9 @@ class _State:
         self.draining = False
         self.drain_task: asyncio.Task | None = None
         self.hurry: asyncio.Event | None = None
+        # Turns are held here (a background turn has no other owner); sockets are not.
         self.turns: set = set()
-        self.sockets: set = set()
+        self.sockets: weakref.WeakSet = weakref.WeakSet()
         self.start_hooks: list[Callable[[], None]] = []
         self.signal_installed = False
         self.signalled = False
