@@ -28,11 +28,17 @@ from gemini_server.errors import (
     internal_error_report,
 )
 from gemini_server.layer import receive_resilient
+from gemini_server.lifecycle import CLOSE_SERVICE_RESTART, draining
 from gemini_server.parsers import json_loads_limited
 
 
 class GeminiConsumer(AsyncWebsocketConsumer):
     async def connect(self):
+        if draining():
+            # A draining server takes no new sockets: 1012 tells the client to reconnect elsewhere.
+            await self.accept()
+            await self.close(code=CLOSE_SERVICE_RESTART)
+            return
         client = self.scope.get("client")
         self.protocol = SocketProtocol(
             self,
@@ -49,7 +55,8 @@ class GeminiConsumer(AsyncWebsocketConsumer):
         )
 
     async def disconnect(self, code):
-        await self.protocol.end()
+        if hasattr(self, "protocol"):  # not when refused while draining
+            await self.protocol.end()
 
     # Channels reads the socket's channel through `channel_receive`; reading goes on across a
     # Redis restart (the memberships Redis forgot are renewed) instead of closing with 1011.

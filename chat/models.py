@@ -12,6 +12,12 @@ class MessageRole(models.TextChoices):
     TOOL = "tool"  # function responses, sent to the model in a `user` content
 
 
+# Finish reasons of answers the model did not finish: a draft its turn still updates while the
+# answer streams, and an answer cut off by a server that stopped (a restart, a crash).
+FINISH_STREAMING = "STREAMING"
+FINISH_INTERRUPTED = "INTERRUPTED"
+
+
 class Message(models.Model):
     seq = models.BigAutoField(primary_key=True)
     id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)

@@ -10,7 +10,7 @@ process.
 import asyncio
 import logging
 import time
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -29,6 +29,7 @@ from chat.agent.events import call_id_new
 from chat.agent.tools import tool_lookup
 from chat.tools_run import tool_execute as tool_execute_service
 from chat.turns.control import turn_cancel, turn_confirm
+from chat.turns.frames import turn_frames_follow
 from chat.turns.loop import turn_open
 from gemini_server import metrics
 from gemini_server.errors import (
@@ -44,6 +45,7 @@ from gemini_server.errors import (
     internal_error_report,
 )
 from gemini_server.groups import session_group, turn_group, user_group
+from gemini_server.lifecycle import CLOSE_SERVICE_RESTART, socket_register, socket_unregister
 from monitoring.subscription import MonitoringSubscription
 from sessions_app.selectors import session_get, session_to_dict
 
@@ -142,6 +144,9 @@ class SocketProtocol:
         self.monitoring = MonitoringSubscription(layer, channel)
         self.auth_timer: asyncio.Task | None = None
         self.renewer: asyncio.Task | None = None
+        # The running turn this socket replays from its frame log (then ignores its live relay).
+        self.followed_turn: str | None = None
+        self.follow_task: asyncio.Task | None = None
         self.checked_at = 0.0
         self.refused = False
         self.handlers = {
@@ -172,6 +177,7 @@ class SocketProtocol:
     ) -> None:
         """Opens with the credentials the connection came with, or waits for an `auth` event."""
         metrics.websocket_opened()
+        socket_register(self)
         if auth_error:
             await self.transport.close(CLOSE_UNAUTHENTICATED)
         elif user is not None and user.is_authenticated:
@@ -182,6 +188,8 @@ class SocketProtocol:
     async def end(self) -> None:
         """The connection is gone: it leaves its session and stops hearing the audit trail."""
         metrics.websocket_closed()
+        socket_unregister(self)
+        self._turn_follow_stop()
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         if self.renewer is not None:
@@ -335,12 +343,18 @@ class SocketProtocol:
         session_id = frame_field(data, "sessionId")
         session = await database_sync_to_async(session_get)(session_id=session_id, user=self.user)
         body = await database_sync_to_async(session_to_dict)(session)
-        if self.session_id != str(session.id):
+        joined_now = self.session_id != str(session.id)
+        if joined_now:
             await self._leave()
             self.session_id = str(session.id)
             await self.layer.group_add(session_group(session.id), self.channel)
             await database_sync_to_async(_members_change)(session.id, 1)
-        return await self._reply("session:joined", {"sessionId": str(session.id), "session": body})
+        answer = await self._reply(
+            "session:joined", {"sessionId": str(session.id), "session": body}
+        )
+        if joined_now:
+            await self._turn_follow_start(session)
+        return answer
 
     async def leave_session(self, data: dict) -> dict:
         session_id = self.session_id
@@ -350,6 +364,7 @@ class SocketProtocol:
         return await self._reply("session:left", {"sessionId": session_id})
 
     async def _leave(self) -> None:
+        self._turn_follow_stop()
         if self.session_id is None:
             return
         session_id, self.session_id = self.session_id, None
@@ -475,9 +490,49 @@ class SocketProtocol:
         if not await self._still_allowed(max_age=CREDENTIALS_RECHECK_SECONDS):
             await self._refuse()
             return
+        if message.get("turnId") is not None and message["turnId"] == self.followed_turn:
+            return  # this socket replays that turn from its frame log instead
         event = message["event"]
         data = {**event["data"], "sessionId": message["sessionId"]}
         await self.transport.emit(GEMINI_EVENTS[event["type"]], data)
+
+    # Restarts and reattaching: a socket that joins while a turn runs gets it from its start.
+
+    async def restart_close(self) -> None:
+        """The end of a drain (gemini_server.lifecycle): close with 1012, service restart."""
+        self._turn_follow_stop()
+        await self.transport.close(CLOSE_SERVICE_RESTART)
+
+    async def _turn_follow_start(self, session) -> None:
+        """Replays the session's running turn from its frame log, then follows it to `done`."""
+        if not await database_sync_to_async(session.turn_is_live)():
+            return
+        self.followed_turn = str(session.turn_id)
+        self.follow_task = asyncio.create_task(
+            self._turn_follow(str(session.id), self.followed_turn)
+        )
+
+    def _turn_follow_stop(self) -> None:
+        if self.follow_task is not None:
+            self.follow_task.cancel()
+            self.follow_task = None
+        self.followed_turn = None
+
+    async def _turn_follow(self, session_id: str, turn_id: str) -> None:
+        frames = turn_frames_follow(session_id=session_id, turn_id=turn_id, after=0)
+        try:
+            async with aclosing(frames):
+                async for item in frames:
+                    if item is None:
+                        continue
+                    if not await self._still_allowed(max_age=CREDENTIALS_RECHECK_SECONDS):
+                        await self._refuse()
+                        return
+                    payload = item[1]
+                    data = {**payload["data"], "sessionId": session_id}
+                    await self.transport.emit(GEMINI_EVENTS[payload["type"]], data)
+        except Exception:
+            logger.exception("Following the turn of session %s failed", session_id)
 
     # Monitoring.
 
@@ -523,6 +578,7 @@ async def _turn_relay(layer, turn) -> None:
                         "type": "session.agent_event",
                         "event": event.as_dict(),
                         "sessionId": session_id,
+                        "turnId": str(turn.turn_id),
                     },
                 )
     except Exception:

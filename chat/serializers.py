@@ -11,6 +11,8 @@ class SessionRefSerializer(serializers.Serializer):
 
 class ChatMessageSerializer(SessionRefSerializer):
     message = serializers.CharField(max_length=MESSAGE_MAX_CHARS, trim_whitespace=False)
+    # The turn goes on when the client disconnects; GET /chat/stream attaches to it again.
+    background = serializers.BooleanField(required=False, default=False)
 
     def validate_message(self, value):
         if not value.strip():
@@ -38,6 +40,9 @@ class HistoryItemSerializer(serializers.Serializer):
     text = serializers.CharField()
     createdAt = serializers.DateTimeField()
     usage = serializers.DictField(allow_null=True)
+    # The model's (STOP, ...), CANCELLED, ERROR, or INTERRUPTED (its server stopped mid-turn);
+    # null for user and tool messages and for an answer still streaming.
+    finishReason = serializers.CharField(allow_null=True)
 
 
 class HistorySerializer(serializers.Serializer):

@@ -30,6 +30,7 @@ from gemini_server.errors import (
     ApiError,
     BadRequest,
     PayloadTooLarge,
+    ServerRestarting,
     Unauthenticated,
     ValidationFailed,
     api_error_from_exception,
@@ -37,6 +38,7 @@ from gemini_server.errors import (
 )
 from gemini_server.layer import STOP as RECEIVER_STOP
 from gemini_server.layer import receive_resilient, receiver_stop
+from gemini_server.lifecycle import CLOSE_SERVICE_RESTART, draining
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +112,8 @@ class SocketIOConnection:
         if code == CLOSE_UNAUTHENTICATED:
             error = Unauthenticated("Your credentials are no longer valid")
             await self.emit("error", error_payload(error))
+        elif code == CLOSE_SERVICE_RESTART:
+            await self.emit("error", error_payload(ServerRestarting()))
         await self.server.disconnect(self.sid)
 
     # The socket's life.
@@ -222,6 +226,10 @@ class GeminiNamespace(socketio.AsyncNamespace):
         return await connection.event(event, payload)
 
     async def on_connect(self, sid: str, environ: dict, auth=None) -> None:
+        if draining():
+            # A draining server takes no new sockets; the client reconnects (elsewhere).
+            error = ServerRestarting()
+            raise SocketIORefused(error.message, error_payload(error))
         try:
             token = _token(auth, environ)
             if not token:

@@ -6,6 +6,7 @@ from chat import views
 
 urlpatterns = [
     path("chat/message", views.ChatMessageView.as_view(), name="chat-message"),
+    path("chat/stream", views.ChatStreamView.as_view(), name="chat-stream"),
     path("chat/confirm", views.ChatConfirmView.as_view(), name="chat-confirm"),
     path("chat/cancel", views.ChatCancelView.as_view(), name="chat-cancel"),
     path("chat/history", views.ChatHistoryView.as_view(), name="chat-history"),

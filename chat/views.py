@@ -1,6 +1,7 @@
 """HTTP endpoints for chat (the SSE stream, confirm, cancel, history, checkpoints) and tools."""
 
 from asgiref.sync import async_to_sync
+from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.permissions import IsAuthenticated
@@ -12,11 +13,11 @@ from chat import serializers as s
 from chat.agent.tools import tool_catalog
 from chat.selectors import checkpoint_list, history_page
 from chat.services import checkpoint_load, checkpoint_save, history_clear
-from chat.sse import turn_sse
+from chat.sse import turn_follow_sse, turn_sse
 from chat.tools_run import tool_execute
 from chat.turns.control import turn_cancel, turn_confirm
 from chat.turns.loop import turn_open
-from gemini_server.errors import ValidationFailed, request_ip
+from gemini_server.errors import BadRequest, ValidationFailed, request_ip
 from gemini_server.paging import PAGE_PARAMS, page_params
 from gemini_server.schema import error_responses
 from gemini_server.sse import EventStreamNegotiation, sse_response
@@ -53,6 +54,9 @@ class ChatMessageView(OperateView):
             ),
             409: OpenApiResponse(description="A turn is already running in this session"),
             410: OpenApiResponse(description="The session has expired"),
+            503: OpenApiResponse(
+                description="`server_restarting`: this server is draining; retry (retryable)"
+            ),
         },
         tags=["chat"],
     )
@@ -65,8 +69,55 @@ class ChatMessageView(OperateView):
             text=data["message"],
             ip=request_ip(request),
             cancel_when_unwatched=False,
+            background=data["background"],
         )
         return sse_response(turn_sse(turn), on_close=turn.abandon)
+
+
+def _last_event_id(request) -> int:
+    """`Last-Event-ID` (what EventSource sends on reconnect), or `?lastEventId=`; 0 for none."""
+    raw = request.headers.get("Last-Event-ID") or request.query_params.get("lastEventId") or "0"
+    if not raw.strip().isdigit():
+        raise BadRequest(
+            "Last-Event-ID must be a frame number of the turn", details={"lastEventId": raw}
+        )
+    return int(raw.strip())
+
+
+class ChatStreamView(APIView):
+    content_negotiation_class = EventStreamNegotiation
+
+    @extend_schema(
+        parameters=[
+            SESSION_PARAM,
+            OpenApiParameter(
+                "Last-Event-ID",
+                OpenApiTypes.INT,
+                location=OpenApiParameter.HEADER,
+                required=False,
+                description="Replay the frames after this one (also `?lastEventId=`).",
+            ),
+        ],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                description="The running turn's frames from its start (or after Last-Event-ID), "
+                "then live, ending with `done`."
+            ),
+            204: OpenApiResponse(description="No turn is running in this session"),
+            400: OpenApiResponse(description="Last-Event-ID is not a frame number"),
+            404: OpenApiResponse(description="No such session of yours"),
+        },
+        tags=["chat"],
+    )
+    def get(self, request):
+        data = validated(s.SessionRefSerializer, request.query_params)
+        after = _last_event_id(request)
+        session = session_get(session_id=data["sessionId"], user=request.user)
+        if not session.turn_is_live():
+            return HttpResponse(status=204)
+        return sse_response(
+            turn_follow_sse(session_id=session.id, turn_id=session.turn_id, after=after)
+        )
 
 
 class ChatConfirmView(OperateView):

@@ -14,6 +14,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from accounts.channels_auth import TokenAuthMiddleware  # noqa: E402
 from chat.socketio_server import socketio_application  # noqa: E402
+from gemini_server.lifecycle import CLOSE_SERVICE_RESTART, LifecycleMiddleware  # noqa: E402
 from gemini_server.request_id import RequestIdWebSocket  # noqa: E402
 from gemini_server.routing import websocket_urlpatterns  # noqa: E402
 
@@ -35,13 +36,42 @@ def _daphne_leaves_bodies_to_django() -> None:
 
 _daphne_leaves_bodies_to_django()
 
-application = socketio_application(
-    ProtocolTypeRouter(
-        {
-            "http": http_app,
-            # No Origin check: sockets are admitted by token only, never by a cookie a page could
-            # ride on.
-            "websocket": RequestIdWebSocket(TokenAuthMiddleware(URLRouter(websocket_urlpatterns))),
-        }
+
+def _daphne_closes_for_restart() -> None:
+    """Autobahn, under daphne, refuses to send close codes other than 1000 and 3000-4999, so
+    1012 (service restart, registered with IANA after RFC 6455) would raise instead of closing.
+    Clients accept it; daphne's sockets are told to send that one code as it is."""
+    try:
+        from daphne.ws_protocol import WebSocketProtocol
+    except ImportError:  # served by another ASGI server
+        return
+    close = WebSocketProtocol.serverClose
+
+    def server_close(protocol, code=None):
+        if code == CLOSE_SERVICE_RESTART:
+            protocol.sendCloseFrame(code=code, isReply=False)
+            return
+        close(protocol, code=code)
+
+    WebSocketProtocol.serverClose = server_close
+
+
+_daphne_closes_for_restart()
+
+# The outer layer sets the process up on its first call (worker registry, SIGTERM drain) and
+# drains it on ASGI lifespan shutdown, for servers that speak lifespan (gemini_server.lifecycle);
+# Socket.IO is served at /socket.io/ beside Channels, on the same port.
+application = LifecycleMiddleware(
+    socketio_application(
+        ProtocolTypeRouter(
+            {
+                "http": http_app,
+                # No Origin check: sockets are admitted by token only, never by a cookie a page
+                # could ride on.
+                "websocket": RequestIdWebSocket(
+                    TokenAuthMiddleware(URLRouter(websocket_urlpatterns))
+                ),
+            }
+        )
     )
 )

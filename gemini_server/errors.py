@@ -104,6 +104,19 @@ class UpstreamUnavailable(ApiError):
     default_message = "The model service is unavailable"
 
 
+class ServerRestarting(ApiError):
+    """This process is draining for a restart; the same request succeeds on another (or soon)."""
+
+    status = 503
+    code = "server_restarting"
+    default_message = "The server is restarting; try again in a moment"
+
+    def __init__(self, message: str | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.details.setdefault("retryable", True)
+        self.headers.setdefault("Retry-After", "1")
+
+
 class Internal(ApiError):
     status = 500
     code = "internal"

@@ -9,6 +9,7 @@ from django.db import connection
 from django.http import JsonResponse
 
 from gemini_server.errors import BadRequest, json_error_response
+from gemini_server.lifecycle import draining
 
 
 def get_only(view):
@@ -50,7 +51,21 @@ async def _channel_layer_answers() -> None:
 
 @get_only
 async def ready(request):
-    """Ready: the database and the channel layer both answer, else 503 naming what failed."""
+    """Ready: the database and the channel layer both answer, else 503 naming what failed.
+
+    A process draining for a restart is not ready (503 `draining`): load balancers stop sending
+    it new work while its running turns finish.
+    """
+    if draining():
+        body = {
+            "error": {
+                "code": "server_restarting",
+                "message": "This server is draining for a restart",
+                "details": {"retryable": True},
+            },
+            "status": "draining",
+        }
+        return JsonResponse(body, status=503)
     checks = {
         "database": database_sync_to_async(_database_answers)(),
         "channelLayer": _channel_layer_answers(),

@@ -337,6 +337,10 @@ AGENT_INVALID_ANSWER_RETRY_DELAY_SECONDS = env.float(
     "AGENT_INVALID_ANSWER_RETRY_DELAY_SECONDS", default=1.0
 )
 SSE_KEEPALIVE_SECONDS = env.float("SSE_KEEPALIVE_SECONDS", default=15)
+# On SIGTERM running turns get this long to finish before they are stopped (and kept).
+DRAIN_SECONDS = env.float("DRAIN_SECONDS", default=20)
+# A worker that stops refreshing its Redis key for this long is dead; its sessions are free.
+WORKER_TTL_SECONDS = env.int("WORKER_TTL_SECONDS", default=3)
 
 # Sessions, workspaces and tools.
 WORKSPACES_ROOT = Path(env("WORKSPACES_ROOT", default=str(BASE_DIR / "workspaces"))).resolve()

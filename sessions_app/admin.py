@@ -37,6 +37,7 @@ class SessionAdmin(admin.ModelAdmin):
         "always_allowed_tools",
         "turn_id",
         "turn_heartbeat_at",
+        "turn_worker",
         "links",
     ]
     fields = ["title", *readonly_fields]

@@ -8,7 +8,10 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from gemini_server.workers import worker_alive
+
 # A turn whose process stopped beating for this long is considered dead and can be replaced.
+# Sooner than that, a claim whose worker is known dead (gemini_server.workers) is free too.
 TURN_STALE_AFTER = timedelta(seconds=90)
 
 
@@ -39,6 +42,9 @@ class Session(models.Model):
     # a turn that stops beating (its process died) can be taken over.
     turn_id = models.UUIDField(null=True, blank=True)
     turn_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The process (gemini_server.workers.worker_id) running the turn: when it is known dead,
+    # the claim is free within seconds rather than after TURN_STALE_AFTER.
+    turn_worker = models.CharField(max_length=100, blank=True, default="")
     # Moves on whenever stored history is rewritten (clear, checkpoint load), so a process that
     # keeps a session's conversation in memory knows when to read it again.
     history_epoch = models.PositiveIntegerField(default=0)
@@ -57,14 +63,16 @@ class Session(models.Model):
         return self.title or str(self.id)
 
     def turn_is_live(self, now=None) -> bool:
-        """A turn holds the session: claimed and still beating (a dead process's claim does not count).
+        """A turn holds the session: claimed, still beating, and its worker not known dead.
 
         chat.turns.slot writes the claim; this is the question the session's own rules ask of it.
         """
         if self.turn_id is None:
             return False
         beat = self.turn_heartbeat_at
-        return beat is None or beat >= (now or timezone.now()) - TURN_STALE_AFTER
+        if beat is not None and beat < (now or timezone.now()) - TURN_STALE_AFTER:
+            return False
+        return worker_alive(self.turn_worker) is not False
 
     @staticmethod
     def turn_free(now) -> Q:

@@ -183,6 +183,12 @@ LIVE_SKIP_REASON = (
 )
 
 
+class LiveServer(str):
+    """A live server's base URL, with its process (to stop it as an operator or a crash would)."""
+
+    process = None
+
+
 class DaphneProcesses:
     """Real daphne processes (scripts/run-daphne, the production command line) on the test
     database, Redis and the fake Gemini upstream; `start(*daphne_args, **env)` returns a base URL."""
@@ -230,7 +236,8 @@ class DaphneProcesses:
             stderr=log,
         )
         self.processes.append(process)
-        base_url = f"http://127.0.0.1:{port}"
+        base_url = LiveServer(f"http://127.0.0.1:{port}")
+        base_url.process = process
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -248,7 +255,8 @@ class DaphneProcesses:
         import subprocess
 
         for process in self.processes:
-            process.terminate()
+            if process.poll() is None:
+                process.terminate()
         for process in self.processes:
             try:
                 process.wait(timeout=10)
@@ -261,7 +269,7 @@ class DaphneProcesses:
 @pytest.fixture
 def daphne_servers(transactional_db, settings, fake_gemini_server):
     """Starts real daphne processes on the test database and Redis: `start(*daphne_args, **env)`
-    returns the base URL.
+    returns the base URL (a LiveServer: `.process` is the daphne process).
 
     Several processes share state only through PostgreSQL and Redis, so these tests need both
     (CI sets DATABASE_URL and REDIS_URL); without them they are skipped with that reason.

@@ -18,6 +18,8 @@ DONE = "done"
 class AgentEvent:
     type: str
     data: dict = field(default_factory=dict)
+    # The frame's number in its turn (from 1): the SSE `id:`, the same for every client.
+    id: int = 0
 
     def as_dict(self) -> dict:
         return {"type": self.type, "data": self.data}

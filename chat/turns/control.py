@@ -8,9 +8,17 @@ from django.db import transaction
 
 from accounts.models import Role
 from chat.models import Message, MessageRole, TurnDecision
-from chat.turns.slot import turn_claim, turn_release
-from gemini_server.errors import Conflict, Forbidden, Gone, NotFound, ValidationFailed
+from chat.turns.slot import turn_claim, turn_release_dead
+from gemini_server.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    ServerRestarting,
+    ValidationFailed,
+)
 from gemini_server.groups import turn_group
+from gemini_server.lifecycle import draining
 from sessions_app.models import Session
 
 logger = logging.getLogger(__name__)
@@ -32,13 +40,16 @@ def message_validate(text) -> str:
 def turn_begin(*, session: Session, user, text: str) -> tuple:
     """Checks the message and claims the session's turn; the turn stores the message itself.
 
-    Raises Gone for an expired session and Conflict while another turn runs. The user's
+    Raises Gone for an expired session, Conflict while another turn runs, and ServerRestarting
+    (503, retryable) while this process drains for a restart. The user's
     message is stored by the turn while its model call is already under way, and the claim
     is released by the turn whatever happens, so the session is never left locked.
     """
     if user.role == Role.VIEWER:
         raise Forbidden("Your role may not chat")
     text = message_validate(text)
+    if draining():
+        raise ServerRestarting()
     if session.is_expired:
         raise Gone("This session has expired", details={"sessionId": str(session.id)})
     return turn_claim(session=session), text
@@ -134,6 +145,6 @@ def turn_cancel(*, session: Session, actor) -> None:
     if session.turn_id is None:
         raise Conflict("No turn is running in this session")
     if not session.turn_is_live():
-        turn_release(session_id=session.id, turn_id=session.turn_id)
+        turn_release_dead(session=session)
         return
     _decision_send(session=session, kind=TurnDecision.Kind.CANCEL, actor=actor)

@@ -1,7 +1,10 @@
 """One agent turn, as gemini-cli runs it: stream the model, run its tool calls, repeat until it answers.
 
-A turn runs in its own task and publishes typed events; transports only read them. Confirmations
-and cancels reach it through the channel layer, so they can come from any process.
+A turn runs in its own task and publishes typed events; transports only read them. Every event is
+also a numbered frame in the turn's frame log, which any process can replay and follow.
+Confirmations and cancels reach it through the channel layer, so they can come from any process.
+The process holds every running turn (gemini_server.lifecycle), so a background turn outlives its
+client, and a drain for a restart stops the turns that did not finish in time, keeping their work.
 """
 
 import asyncio
@@ -20,7 +23,7 @@ from google.genai import errors as genai_errors
 from chat.agent import events as ev
 from chat.agent.client import GeminiNotConfigured, generate_stream, thinking_supported
 from chat.agent.events import AgentEvent
-from chat.agent.history import parts_merge
+from chat.agent.history import INTERRUPTED, parts_merge
 from chat.agent.prompt import (
     JIT_TOOLS,
     environment_context,
@@ -38,7 +41,7 @@ from chat.agent.tools import (
     tool_lookup,
     tool_run,
 )
-from chat.models import MessageRole
+from chat.models import FINISH_INTERRUPTED, MessageRole
 from chat.tools_run import tool_call_begin, tool_call_record
 from chat.turns import approval
 from chat.turns.compression import (
@@ -56,13 +59,15 @@ from chat.turns.conversation import (
     history_remember,
     snapshot_remember,
 )
+from chat.turns.frames import FrameLog
 from chat.turns.loop_detection import LoopDetector, LoopHit, loop_feedback
 from chat.turns.slot import turn_decisions_since, turn_heartbeat, turn_release
-from chat.turns.store import message_store
+from chat.turns.store import message_draft_save, message_store
 from gemini_server import metrics
 from gemini_server.groups import turn_group
 from gemini_server.layer import STOP as RECEIVER_STOP
 from gemini_server.layer import receiver_stop
+from gemini_server.lifecycle import turn_register, turn_unregister
 from gemini_server.scrub import secrets_scrub
 from monitoring.models import AuditAction
 from monitoring.services import aevent_record
@@ -80,10 +85,74 @@ HEARTBEAT_SECONDS = 30
 # How late a confirmation or cancel may arrive when its channel-layer message was lost.
 DECISION_POLL_SECONDS = 2
 CONFIRMATION_TIMEOUT_SECONDS = 600
+# A streaming answer is stored at most this often (and at least, while text keeps coming).
+DRAFT_SECONDS = 1.0
+RESTARTING_TEXT = (
+    "The server is restarting, so this turn was stopped; what it produced is kept. "
+    "Send the message again to continue."
+)
 
 
 class TurnInterrupted(Exception):
-    """The turn was cancelled by a user or because its last listener left."""
+    """The turn was cancelled by a user, because its last listener left, or for a restart."""
+
+
+class _Draft:
+    """The streaming answer's draft row: written at most once a second, never for a short answer.
+
+    The first write comes DRAFT_SECONDS after the model call began, so an answer that ends
+    sooner is written once, whole. After that, new text is written within DRAFT_SECONDS of its
+    arrival, by a timer, whether or not more text follows.
+    """
+
+    def __init__(self, turn: "Turn", collected: list[dict]):
+        self.turn, self.collected = turn, collected
+        self.loop = asyncio.get_running_loop()
+        self.due = self.loop.time() + DRAFT_SECONDS
+        self.id: int | None = None
+        self.dirty = False
+        self.closed = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.writing: asyncio.Task | None = None
+
+    def changed(self) -> None:
+        self.dirty = True
+        self._arm()
+
+    def _arm(self) -> None:
+        busy = self.writing is not None and not self.writing.done()
+        if self.closed or self.timer is not None or busy or not self.dirty:
+            return
+        self.timer = self.loop.call_at(self.due, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        if self.closed or not self.dirty:
+            return
+        self.dirty = False
+        self.due = self.loop.time() + DRAFT_SECONDS
+        self.writing = self.loop.create_task(self._write(parts_merge(self.collected)))
+
+    async def _write(self, parts: list[dict]) -> None:
+        try:
+            self.id = await database_sync_to_async(message_draft_save)(
+                session_id=self.turn.session.id, draft_id=self.id, parts=parts
+            )
+        except Exception:
+            logger.warning("Could not store the streaming answer so far", exc_info=True)
+        self.writing = None
+        self._arm()
+
+    async def close(self) -> int | None:
+        """No more writes; the draft's id, once a write under way has landed."""
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.writing is not None:
+            with suppress(Exception):
+                await asyncio.shield(self.writing)
+        return self.id
 
 
 class TurnStopped(Exception):
@@ -192,11 +261,14 @@ class Turn:
         text: str,
         ip=None,
         cancel_when_unwatched: bool = True,
+        background: bool = False,
     ):
         self.session = session
         # A turn started over WebSocket stops when its last socket leaves; one streamed over
         # SSE belongs to that HTTP client, and only its disconnect (or a cancel) stops it.
         self.cancel_when_unwatched = cancel_when_unwatched
+        # A background turn goes on when its client goes away (`detach`); others are cancelled.
+        self.background = background
         self.user = user
         self.turn_id = turn_id
         self.text = text
@@ -215,6 +287,10 @@ class Turn:
         self._detector = LoopDetector()
         # Subdirectory GEMINI.md files already given to the model in this turn.
         self._jit_loaded: set[str] = set()
+        self._frames: FrameLog | None = None
+        self._detached = False
+        self._restarting = False
+        self._draft: _Draft | None = None
 
     # Control, from transports.
 
@@ -232,7 +308,9 @@ class Turn:
     def start(self) -> None:
         if self._task is None:
             self._queue = asyncio.Queue()
+            self._frames = FrameLog(self.turn_id)
             self._task = asyncio.create_task(self._run(), name=f"turn-{self.session.id}")
+            turn_register(self)
 
     async def events(self) -> AsyncIterator[AgentEvent]:
         """Every event of the turn, ending with `done`."""
@@ -252,8 +330,20 @@ class Turn:
             if not future.done():
                 future.cancel()
 
+    def detach(self) -> None:
+        """Its client went away and it runs on (background): events go to the frame log only."""
+        self._detached = True
+        if self._queue is not None:
+            while not self._queue.empty():
+                self._queue.get_nowait()
+
+    def restart_stop(self) -> None:
+        """The process is restarting: stop as a cancel does, and tell clients to send it again."""
+        self._restarting = True
+        self.cancel()
+
     async def wait(self) -> None:
-        """Until the turn has stored everything and released the session."""
+        """Until the turn has stored everything, released the session and logged its frames."""
         if self._task is not None:
             await asyncio.shield(self._task)
 
@@ -269,7 +359,13 @@ class Turn:
             return None
 
     def _emit(self, type_: str, data: dict) -> None:
-        self._queue.put_nowait(AgentEvent(type_, data))
+        number = self._frames.append({"type": type_, "data": data})
+        if not self._detached:
+            self._queue.put_nowait(AgentEvent(type_, data, id=number))
+
+    def _interrupted_text(self) -> str:
+        """What an unrun call's response says when the turn is stopped."""
+        return INTERRUPTED if self._restarting else CANCELLED_TEXT
 
     async def _interruptible(self, coroutine):
         """Runs a step a cancel may cut short (the model stream, a confirmation, a tool)."""
@@ -306,6 +402,9 @@ class Turn:
             finish_reason = await self._loop()
         except TurnInterrupted:
             finish_reason = "CANCELLED"
+            if self._restarting:
+                finish_reason = FINISH_INTERRUPTED
+                await self._fail(TurnStopped("server_restarting", RESTARTING_TEXT, retryable=True))
         except TurnStopped as stop:
             finish_reason = "ERROR"
             await self._fail(stop)
@@ -337,6 +436,12 @@ class Turn:
             if any(self._usage.values()):
                 self._emit(ev.USAGE, dict(self._usage))
             self._emit(ev.DONE, {"messageId": self._last_message_id, "finishReason": finish_reason})
+            try:
+                # `done` reaches the shared log before the turn counts as finished (a drain waits).
+                with suppress(Exception):
+                    await self._frames.flushed()
+            finally:
+                turn_unregister(self)
 
     async def _fail(self, stop: TurnStopped) -> None:
         self._emit(
@@ -377,7 +482,7 @@ class Turn:
                 try:
                     outcome = await self._tool_call(call)
                 except TurnInterrupted:
-                    await self._answer_unrun(calls[index:], CANCELLED_TEXT)
+                    await self._answer_unrun(calls[index:], self._interrupted_text())
                     raise
                 except TurnStopped as stop:
                     await self._answer_unrun(calls[index:], stop.message)
@@ -512,7 +617,7 @@ class Turn:
     async def _model_turn(
         self,
     ) -> tuple[list[dict], str, AnswerProblem | None, LoopHit | None]:
-        """Streams one model answer; stores it when the stream ends or is cut off.
+        """Streams one model answer, kept as a draft while it streams; stores it at the end.
 
         Returns the parts, the finish reason, why the answer cannot end the turn (an empty or
         malformed one, kept out of the conversation) and the loop its text fell into, if any.
@@ -521,14 +626,16 @@ class Turn:
         state = {"usage": None, "finish": "STOP", "finished": False, "loop": None}
         after_tool = self._after_tool()
         failure = None
+        self._draft = _Draft(self, collected)
         try:
             await self._interruptible(self._stream(collected, state))
         except TurnInterrupted:
-            state["finish"] = "CANCELLED"
+            state["finish"] = FINISH_INTERRUPTED if self._restarting else "CANCELLED"
             failure = TurnInterrupted()
         except Exception as exc:
             state["finish"] = "ERROR"
             failure = upstream_failure(exc)
+        draft_id = await asyncio.shield(self._draft.close())
         parts = parts_merge(collected)
         problem = None
         if failure is None and state["loop"] is None:
@@ -547,13 +654,16 @@ class Turn:
                 parts=parts,
                 usage=usage or None,
                 finish_reason=state["finish"],
+                draft_id=draft_id,
             )
             if message is not None:
                 self._last_message_id = str(message.id)
         if failure is not None:
             pending = [part["functionCall"] for part in parts if "functionCall" in part]
             interrupted = isinstance(failure, TurnInterrupted)
-            await self._answer_unrun(pending, CANCELLED_TEXT if interrupted else CUT_OFF_TEXT)
+            await self._answer_unrun(
+                pending, self._interrupted_text() if interrupted else CUT_OFF_TEXT
+            )
             raise failure
         return parts, state["finish"], problem, state["loop"]
 
@@ -618,6 +728,7 @@ class Turn:
             elif part.text:
                 self._emit(ev.CONTENT, {"text": part.text})
             collected.append(data)
+            self._draft.changed()
 
     def _store(self, **kwargs):
         message = message_store(session=self.session, user=self.user, ip=self.ip, **kwargs)
@@ -831,7 +942,13 @@ def _task_cancelling() -> bool:
 
 
 def turn_open(
-    *, session: Session, user, text: str, ip=None, cancel_when_unwatched: bool = True
+    *,
+    session: Session,
+    user,
+    text: str,
+    ip=None,
+    cancel_when_unwatched: bool = True,
+    background: bool = False,
 ) -> Turn:
     """Claims the session; the returned turn starts when read and stores the message itself."""
     turn_id, text = turn_begin(session=session, user=user, text=text)
@@ -842,4 +959,5 @@ def turn_open(
         text=text,
         ip=ip,
         cancel_when_unwatched=cancel_when_unwatched,
+        background=background,
     )

@@ -1,33 +1,70 @@
 """The session's one turn slot: claimed with a conditional UPDATE so it holds across processes.
 
-A claim that stops beating (its process died) can be taken over; the session row carries the
-claim, and `Session.turn_is_live` is how the rest of the server asks whether a turn runs.
+A claim names the worker that runs it (gemini_server.workers). It can be taken over when its
+worker is known dead (within WORKER_TTL_SECONDS, with Redis) or when it stopped beating
+(TURN_STALE_AFTER); the session row carries the claim, and `Session.turn_is_live` is how the rest
+of the server asks whether a turn runs. Taking a dead claim over first closes the dead turn's
+half-done answer (`turn_interrupted_close`).
 """
 
+import logging
+import threading
 import uuid
 
+from django.conf import settings
+from django.db import connections
+from django.db.models import Q
 from django.utils import timezone
 
 from chat.models import TurnDecision
+from chat.turns.store import turn_interrupted_close
 from gemini_server.errors import Conflict
+from gemini_server.workers import worker_alive, worker_id, worker_start
 from sessions_app.models import Session
+
+logger = logging.getLogger(__name__)
 
 
 def turn_claim(*, session: Session) -> uuid.UUID:
-    """Claims the session's one turn slot, on any process, or raises Conflict (409)."""
-    now = timezone.now()
+    """Claims the session's one turn slot, on any process, or raises Conflict (409).
+
+    The claim is a compare-and-set on what `session` says holds the slot (read a moment ago);
+    if that changed meanwhile, the row is read once more.
+    """
+    worker_start()  # a claim names this worker, so it must be known alive
     turn_id = uuid.uuid4()
-    claimed = (
-        Session.objects.filter(pk=session.pk)
-        .filter(Session.turn_free(now))
-        .update(turn_id=turn_id, turn_heartbeat_at=now)
-    )
-    if not claimed:
-        raise Conflict(
-            "A turn is already running in this session", details={"sessionId": str(session.id)}
+    for _attempt in range(2):
+        now = timezone.now()
+        held = session.turn_id
+        if held is not None and session.turn_is_live(now):
+            break
+        slot = Q(turn_id__isnull=True) if held is None else Q(turn_id=held)
+        claimed = (
+            Session.objects.filter(pk=session.pk)
+            .filter(slot)
+            .update(turn_id=turn_id, turn_heartbeat_at=now, turn_worker=worker_id())
         )
-    session.turn_id, session.turn_heartbeat_at = turn_id, now
-    return turn_id
+        if claimed:
+            if held is not None:
+                logger.warning("Session %s: took over the claim of a dead turn", session.pk)
+                TurnDecision.objects.filter(turn_id=held).delete()
+                turn_interrupted_close(session_id=session.pk)
+            session.turn_id, session.turn_heartbeat_at = turn_id, now
+            session.turn_worker = worker_id()
+            return turn_id
+        fresh = (
+            Session.objects.filter(pk=session.pk)
+            .values("turn_id", "turn_heartbeat_at", "turn_worker")
+            .first()
+        )
+        if fresh is None:
+            break
+        session.turn_id = fresh["turn_id"]
+        session.turn_heartbeat_at = fresh["turn_heartbeat_at"]
+        session.turn_worker = fresh["turn_worker"]
+    raise Conflict(
+        "A turn is already running in this session", details={"sessionId": str(session.id)}
+    )
 
 
 def turn_heartbeat(*, session_id, turn_id) -> None:
@@ -36,12 +73,66 @@ def turn_heartbeat(*, session_id, turn_id) -> None:
 
 def turn_release(*, session_id, turn_id) -> None:
     Session.objects.filter(pk=session_id, turn_id=turn_id).update(
-        turn_id=None, turn_heartbeat_at=None
+        turn_id=None, turn_heartbeat_at=None, turn_worker=""
     )
     # Its decisions served their purpose; the audit trail keeps who decided what.
     TurnDecision.objects.filter(turn_id=turn_id).delete()
 
 
+def turn_release_dead(*, session: Session) -> bool:
+    """Frees a session whose claim is dead (its worker died), closing the half-done turn."""
+    held = session.turn_id
+    if held is None or session.turn_is_live():
+        return False
+    turn_interrupted_close(session_id=session.pk)
+    turn_release(session_id=session.pk, turn_id=held)
+    return True
+
+
 def turn_decisions_since(*, turn_id, after: int) -> list:
     """Decisions sent to the turn after the one numbered `after`, oldest first."""
     return list(TurnDecision.objects.filter(turn_id=turn_id, pk__gt=after).order_by("pk"))
+
+
+def turn_claims_free_dead() -> int:
+    """Frees every claim whose worker is dead: the sessions a crashed or stopped server left.
+
+    Without Redis there is one process, so every claim another worker made is dead once this one
+    starts. With Redis a worker is dead once its key is gone; a sweep at startup finds those
+    that died before (claims are also taken over one by one as messages come).
+    """
+    me = worker_id()
+    claimed = Session.objects.filter(turn_id__isnull=False).exclude(turn_worker="")
+    freed = 0
+    for session in claimed.exclude(turn_worker=me):
+        if settings.REDIS_URL and worker_alive(session.turn_worker) is not False:
+            continue
+        held = session.turn_id
+        turn_interrupted_close(session_id=session.pk)
+        Session.objects.filter(pk=session.pk, turn_id=held).update(
+            turn_id=None, turn_heartbeat_at=None, turn_worker=""
+        )
+        TurnDecision.objects.filter(turn_id=held).delete()
+        freed += 1
+    if freed:
+        logger.warning("Freed %d session(s) left claimed by a server that stopped", freed)
+    return freed
+
+
+def turn_claims_sweep_at_start() -> None:
+    """A start hook: frees the claims of dead workers now, and again once dead keys expired."""
+    turn_claims_free_dead()
+    if settings.REDIS_URL:
+        # A worker killed just before this one started is still alive in Redis for a moment.
+        timer = threading.Timer(settings.WORKER_TTL_SECONDS + 1, _sweep_later)
+        timer.daemon = True
+        timer.start()
+
+
+def _sweep_later() -> None:
+    try:
+        turn_claims_free_dead()
+    except Exception:
+        logger.exception("Freeing the claims of dead workers failed")
+    finally:
+        connections.close_all()

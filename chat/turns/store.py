@@ -1,11 +1,18 @@
-"""Storing a turn's steps: each written once it is whole, with its audit record."""
+"""Storing a turn's steps: each written once it is whole, with its audit record.
+
+A model answer that streams for longer than a second is also kept while it streams, as a draft
+(finish reason STREAMING) that its turn updates at most once a second and finalizes at the end;
+a shorter answer is written once, as before. A draft whose turn died stays STREAMING until the
+session is next claimed or its server restarts, when `turn_interrupted_close` marks it
+INTERRUPTED and answers its function calls.
+"""
 
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from chat.agent.history import parts_text
-from chat.models import Message, MessageRole
+from chat.agent.history import INTERRUPTED, parts_text
+from chat.models import FINISH_INTERRUPTED, FINISH_STREAMING, Message, MessageRole
 from gemini_server.request_id import request_id_current
 from gemini_server.storable import storable
 from monitoring.models import AuditAction
@@ -25,8 +32,9 @@ def message_store(
     usage: dict | None = None,
     finish_reason: str = "",
     ip=None,
+    draft_id: int | None = None,
 ) -> Message | None:
-    """One step of a turn, written once it is whole; recorded in the audit trail.
+    """One step of a turn, written once it is whole (over its draft, if it had one); audited.
 
     Returns None if the session was deleted meanwhile (nothing to attach the step to).
     """
@@ -34,16 +42,22 @@ def message_store(
     now = timezone.now()
     try:
         with transaction.atomic():
-            message = Message.objects.create(
-                session_id=session.id,
-                role=role,
-                parts=parts,
-                text=parts_text(parts),
-                prompt_tokens=usage.get("promptTokens"),
-                completion_tokens=usage.get("completionTokens"),
-                total_tokens=usage.get("totalTokens"),
-                finish_reason=finish_reason,
-            )
+            fields = {
+                "parts": parts,
+                "text": parts_text(parts),
+                "prompt_tokens": usage.get("promptTokens"),
+                "completion_tokens": usage.get("completionTokens"),
+                "total_tokens": usage.get("totalTokens"),
+                "finish_reason": finish_reason,
+            }
+            if draft_id is not None:
+                # The answer was kept as a draft while it streamed: it becomes the step.
+                Message.objects.filter(pk=draft_id).update(**fields)
+                message = Message.objects.filter(pk=draft_id).first()
+                if message is None:
+                    return None
+            else:
+                message = Message.objects.create(session_id=session.id, role=role, **fields)
             # One UPDATE of the session per step: activity keeps it alive, usage adds up.
             Session.objects.filter(pk=session.id).update(
                 last_activity_at=now,
@@ -89,3 +103,108 @@ def _audit_data(message: Message, *, session: Session, usage: dict, finish: str)
     if request_id := request_id_current():
         data["requestId"] = request_id
     return data
+
+
+def _answer_record(*, session: Session, user, message: Message, usage: dict, ip=None) -> None:
+    """The audit record of an answer finalized outside message_store (a turn that died)."""
+    action = (
+        AuditAction.USER_MESSAGE if message.role == MessageRole.USER else AuditAction.MODEL_RESPONSE
+    )
+    event_record(
+        type="chat",
+        action=action,
+        user=user,
+        session_id=session.id,
+        data=_audit_data(message, session=session, usage=usage, finish=message.finish_reason),
+        ip=ip,
+    )
+
+
+def message_draft_save(*, session_id, draft_id: int | None, parts: list[dict]) -> int | None:
+    """The streaming answer so far: inserted the first time, then updated; its primary key.
+
+    One statement, no audit (the finished answer is audited), no session update. None when the
+    session is gone.
+    """
+    parts = storable(parts)
+    if draft_id is not None:
+        Message.objects.filter(pk=draft_id).update(parts=parts, text=parts_text(parts))
+        return draft_id
+    try:
+        return Message.objects.create(
+            session_id=session_id,
+            role=MessageRole.MODEL,
+            parts=parts,
+            text=parts_text(parts),
+            finish_reason=FINISH_STREAMING,
+        ).pk
+    except IntegrityError:
+        return None
+
+
+def turn_interrupted_close(*, session_id) -> bool:
+    """Marks the session's last turn as cut off, if it was: for a turn whose server died.
+
+    The last model answer of that turn (after the latest user message) becomes INTERRUPTED if it
+    was still streaming or has function calls without a response, and each such call gets an
+    error response, so the stored history reads as it happened and stays valid for the model.
+    Returns whether anything was changed.
+    """
+    with transaction.atomic():
+        # One repair at a time per session (a takeover and a startup sweep may meet here).
+        session = (
+            Session.objects.select_for_update(of=("self",))
+            .select_related("user")
+            .filter(pk=session_id)
+            .first()
+        )
+        if session is None:
+            return False
+        steps = list(Message.objects.filter(session_id=session_id).order_by("-seq")[:200])
+        turn = []
+        for step in steps:
+            if step.role == MessageRole.USER:
+                break
+            turn.append(step)
+        answers = [step for step in turn if step.role == MessageRole.MODEL]
+        if not answers:
+            return False
+        last = answers[0]
+        answered = {
+            part["functionResponse"].get("id")
+            for step in turn
+            if step.role == MessageRole.TOOL and step.seq > last.seq
+            for part in step.parts
+            if "functionResponse" in part
+        }
+        dangling = [
+            part["functionCall"]
+            for part in last.parts
+            if "functionCall" in part and part["functionCall"].get("id") not in answered
+        ]
+        if last.finish_reason != FINISH_STREAMING and not dangling:
+            return False
+        Message.objects.filter(pk=last.pk).update(finish_reason=FINISH_INTERRUPTED)
+        # A draft was not counted yet (finalizing counts it), nor is the repair's response.
+        counted = (last.finish_reason == FINISH_STREAMING) + bool(dangling)
+        Session.objects.filter(pk=session_id).update(message_count=F("message_count") + counted)
+        if dangling:
+            Message.objects.create(
+                session_id=session_id,
+                role=MessageRole.TOOL,
+                parts=[
+                    {
+                        "functionResponse": {
+                            "id": call.get("id"),
+                            "name": call.get("name", ""),
+                            "response": {"error": INTERRUPTED},
+                        }
+                    }
+                    for call in dangling
+                ],
+            )
+        if last.finish_reason == FINISH_STREAMING:
+            # The answer was never audited while it streamed; it is, now that it is final.
+            last.finish_reason = FINISH_INTERRUPTED
+            _answer_record(session=session, user=session.user, message=last, usage={})
+    return True

@@ -23,3 +23,33 @@ async def history_of(session) -> list:
 
     history, _ = await sync_to_async(history_page)(session=session, limit=10_000, cursor=None)
     return history
+
+
+@pytest.fixture
+def fresh_lifecycle(monkeypatch):
+    """The process's lifecycle as a server has it before any drain (restored afterwards)."""
+    from gemini_server import lifecycle
+
+    monkeypatch.setattr(lifecycle, "_state", lifecycle._State())
+    return lifecycle
+
+
+@pytest.fixture
+async def turns_settle():
+    """Turns that outlive their client (background ones) end before the test's database is emptied."""
+    import asyncio
+
+    from gemini_server import lifecycle
+
+    yield
+    loop = asyncio.get_running_loop()
+    running = [
+        turn._task
+        for turn in list(lifecycle._state.turns)
+        if turn._task is not None and turn._task.get_loop() is loop
+    ]
+    if running:
+        _, late = await asyncio.wait(running, timeout=20)
+        for task in late:
+            task.cancel()
+        assert not late, "a turn was still running when the test ended"

@@ -57,7 +57,8 @@ def test_history_lists_messages_in_order_with_their_fields(auth_client, session)
     assert response.status_code == 200
     history = response.json()["history"]
     assert all(
-        set(item) == {"id", "role", "parts", "text", "createdAt", "usage"} for item in history
+        set(item) == {"id", "role", "parts", "text", "createdAt", "usage", "finishReason"}
+        for item in history
     )
     assert [(item["id"], item["role"], item["text"]) for item in history] == [
         (str(question.id), "user", "What is in main.py?"),

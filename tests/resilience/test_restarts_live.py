@@ -1,0 +1,265 @@
+"""Restarts and crashes of real daphne processes (PostgreSQL and Redis): nothing is lost.
+
+SIGTERM drains (the stream ends with `error` and `done`, the answer so far is kept, the session is
+free at once); SIGKILL loses at most the last second of the answer and frees the session within
+seconds; a background turn survives its client and is reattached from another process.
+"""
+
+import asyncio
+import json
+import signal
+import time
+
+import aiohttp
+import pytest
+import websockets
+from asgiref.sync import sync_to_async
+from websockets.exceptions import ConnectionClosed
+
+from accounts.services import token_pair_issue
+from chat.selectors import history_page
+from sessions_app.models import Session
+from sessions_app.services import session_create
+from tests.chat.conftest import scripted
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TIMEOUT = 20
+WORDS = [f"w{n:02d} " for n in range(40)]
+LONG = scripted({"text": WORDS, "delay": 0.2})  # about 8 s of streaming
+
+
+class SSE:
+    """Reads an SSE response frame by frame: `{"id", "type", "data"}`, with arrival times."""
+
+    def __init__(self, response: aiohttp.ClientResponse):
+        self.response = response
+        self.frames: list[dict] = []
+
+    async def next(self, timeout: float = TIMEOUT) -> dict | None:
+        """The next frame, or None when the stream ended."""
+        block: dict[str, str] = {}
+        while True:
+            line = await asyncio.wait_for(self.response.content.readline(), timeout)
+            if not line:
+                return None
+            text = line.decode().rstrip("\r\n")
+            if text.startswith(":"):
+                continue
+            if text:
+                key, _, value = text.partition(": ")
+                block[key] = value
+                continue
+            if "data" in block:
+                frame = {
+                    "id": int(block["id"]),
+                    **json.loads(block["data"]),
+                    "at": time.monotonic(),
+                }
+                self.frames.append(frame)
+                return frame
+
+    async def until_contents(self, count: int) -> None:
+        while len(self.contents()) < count:
+            assert await self.next() is not None, "the stream ended early"
+
+    async def rest(self) -> list[dict]:
+        while await self.next() is not None:
+            pass
+        return self.frames
+
+    def contents(self, before: float | None = None) -> list[str]:
+        return [
+            frame["data"]["text"]
+            for frame in self.frames
+            if frame["type"] == "content" and (before is None or frame["at"] < before)
+        ]
+
+    def types(self) -> list[str]:
+        return [frame["type"] for frame in self.frames]
+
+
+async def token_for(user) -> str:
+    return (await sync_to_async(token_pair_issue)(user=user))["accessToken"]
+
+
+def auth(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def http():
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+def post_chat(http, server, token, session, message, **extra):
+    """The request, to use as `async with post_chat(...) as response`."""
+    return http.post(
+        f"{server}/api/v1/chat/message",
+        json={"sessionId": str(session.id), "message": message, **extra},
+        headers=auth(token),
+    )
+
+
+async def stored_history(session) -> list[dict]:
+    fresh = await sync_to_async(Session.objects.get)(pk=session.id)
+    history, _ = await sync_to_async(history_page)(session=fresh, limit=10_000, cursor=None)
+    return history
+
+
+def exited(process, timeout: float = TIMEOUT) -> int:
+    return process.wait(timeout=timeout)
+
+
+async def test_sigterm_mid_turn_ends_the_stream_keeps_the_answer_and_frees_the_session(
+    daphne_servers, user, http
+):
+    server = daphne_servers(DRAIN_SECONDS="3")
+    session = await sync_to_async(session_create)(user=user)
+    other = await sync_to_async(session_create)(user=user)
+    token = await token_for(user)
+    socket = await websockets.connect(server.replace("http://", "ws://") + f"/ws/?token={token}")
+    assert json.loads(await socket.recv())["event"] == "authenticated"
+
+    async with post_chat(http, server, token, session, LONG) as response:
+        stream = SSE(response)
+        await stream.until_contents(5)
+        server.process.send_signal(signal.SIGTERM)
+        # While it drains the server takes no new turn and says it is not ready.
+        async with post_chat(http, server, token, other, "hello") as refused:
+            refused_status, refused_body = refused.status, await refused.json()
+        async with http.get(f"{server}/health/ready") as ready:
+            ready_status, ready_body = ready.status, await ready.json()
+        await stream.rest()
+
+    assert refused_status == 503
+    assert refused_body["error"]["code"] == "server_restarting"
+    assert refused_body["error"]["details"]["retryable"] is True
+    assert ready_status == 503 and ready_body["status"] == "draining"
+    assert stream.types()[-2:] == ["error", "done"]
+    error, done = stream.frames[-2]["data"], stream.frames[-1]["data"]
+    assert error["code"] == "server_restarting" and error["retryable"] is True
+    assert done["finishReason"] == "INTERRUPTED"
+    with pytest.raises(ConnectionClosed) as closed:
+        await asyncio.wait_for(socket.recv(), TIMEOUT)
+    assert closed.value.rcvd.code == 1012
+    assert await asyncio.to_thread(exited, server.process) == 0
+
+    # The answer streamed so far is kept, and says it was cut off.
+    history = await stored_history(session)
+    assert history[-1]["role"] == "model"
+    assert history[-1]["text"] == "".join(stream.contents())
+    assert history[-1]["finishReason"] == "INTERRUPTED"
+    assert history[-1]["id"] == done["messageId"]
+
+    # After the restart the next message works at once.
+    restarted = daphne_servers()
+    async with post_chat(http, restarted, token, session, scripted({"text": "again"})) as response:
+        assert response.status == 200
+        frames = await SSE(response).rest()
+    assert frames[-1]["type"] == "done" and frames[-1]["data"]["finishReason"] == "STOP"
+
+
+async def test_sigterm_lets_a_short_turn_finish_before_the_server_stops(daphne_servers, user, http):
+    server = daphne_servers(DRAIN_SECONDS="20")
+    session = await sync_to_async(session_create)(user=user)
+    token = await token_for(user)
+    words = WORDS[:8]
+
+    message = scripted({"text": words, "delay": 0.2})
+    async with post_chat(http, server, token, session, message) as response:
+        stream = SSE(response)
+        await stream.until_contents(1)
+        server.process.send_signal(signal.SIGTERM)
+        await stream.rest()
+
+    assert "error" not in stream.types()
+    assert stream.frames[-1]["data"]["finishReason"] == "STOP"
+    assert "".join(stream.contents()) == "".join(words)
+    assert await asyncio.to_thread(exited, server.process) == 0
+    assert (await stored_history(session))[-1]["finishReason"] == "STOP"
+
+
+async def test_sigkill_mid_turn_keeps_the_answer_up_to_a_second_before_and_frees_the_session(
+    daphne_servers, user, http
+):
+    server = daphne_servers()
+    session = await sync_to_async(session_create)(user=user)
+    token = await token_for(user)
+
+    async with post_chat(http, server, token, session, LONG) as response:
+        stream = SSE(response)
+        await stream.until_contents(15)  # about three seconds of answer
+        killed_at = time.monotonic()
+        server.process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(exited, server.process)
+
+    restarted = daphne_servers()
+    ready_at = time.monotonic()
+    while True:
+        response = await post_chat(
+            http, restarted, token, session, scripted({"text": "after the crash"})
+        )
+        if response.status != 409:
+            break
+        response.release()
+        assert time.monotonic() - ready_at < 10, "the session stayed claimed"
+        await asyncio.sleep(0.2)
+    answered_after = time.monotonic() - ready_at
+    async with response:
+        assert response.status == 200
+        frames = await SSE(response).rest()
+
+    assert frames[-1]["data"]["finishReason"] == "STOP"
+    assert answered_after < 5
+    history = await stored_history(session)
+    cut = next(item for item in history if item["role"] == "model")
+    assert cut["finishReason"] == "INTERRUPTED"
+    full = "".join(WORDS)
+    # Stored: at least what had streamed a second before the kill (a little slack for the
+    # write itself), and nothing that was not the answer.
+    kept_before = "".join(stream.contents(before=killed_at - 1.2))
+    assert full.startswith(cut["text"])
+    assert cut["text"].startswith(kept_before) and len(kept_before) > 0
+    assert history[-1]["text"] == "after the crash"
+
+
+async def test_a_background_turn_survives_its_client_and_is_reattached_from_another_process(
+    daphne_servers, user, http
+):
+    server_a, server_b = daphne_servers(), daphne_servers()
+    session = await sync_to_async(session_create)(user=user)
+    token = await token_for(user)
+    words = WORDS[:20]
+
+    message = scripted({"text": words, "delay": 0.2})
+    async with post_chat(http, server_a, token, session, message, background=True) as response:
+        first = SSE(response)
+        await first.until_contents(3)
+        response.close()  # the client goes away: its connection is closed
+    # The turn goes on on A.
+    await asyncio.sleep(0.6)
+    last_seen = first.frames[-1]["id"]
+    async with http.get(
+        f"{server_b}/api/v1/chat/stream",
+        params={"sessionId": str(session.id)},
+        headers={**auth(token), "Last-Event-ID": str(last_seen)},
+    ) as attached:
+        assert attached.status == 200
+        second = SSE(attached)
+        await second.rest()
+
+    ids = [frame["id"] for frame in first.frames + second.frames]
+    assert ids == list(range(1, len(ids) + 1))  # nothing lost, nothing twice
+    assert "".join(first.contents() + second.contents()) == "".join(words)
+    assert second.frames[-1]["type"] == "done"
+    assert second.frames[-1]["data"]["finishReason"] == "STOP"
+    history = await stored_history(session)
+    assert history[-1]["text"] == "".join(words)
+    async with http.get(
+        f"{server_b}/api/v1/chat/stream",
+        params={"sessionId": str(session.id)},
+        headers=auth(token),
+    ) as after:
+        assert after.status == 204
