@@ -55,6 +55,7 @@ GEMINI_EVENTS = {
     ev.TOOL_CALL: "gemini:tool-request",
     ev.TOOL_CONFIRMATION: "gemini:tool-confirmation",
     ev.TOOL_RESULT: "gemini:tool-result",
+    ev.TODOS: "gemini:todos",
     ev.USAGE: "gemini:usage",
     ev.ERROR: "gemini:error",
     ev.DONE: "gemini:done",

@@ -25,10 +25,9 @@ from chat.agent.tools import (
     ToolContext,
     ToolKind,
     ToolResult,
-    tool_args_normalize,
+    function_response_parts,
     tool_declarations,
-    tool_lookup,
-    tool_run,
+    tool_prepare,
 )
 from chat.models import MessageRole
 from chat.tools_run import tool_call_begin, tool_call_record
@@ -59,6 +58,8 @@ CANCELLED_TEXT = "[Operation Cancelled] Reason: User cancelled the operation."
 CUT_OFF_TEXT = "The model's answer was cut off before this call could run."
 DENIED_TEXT = "[Operation Cancelled] Reason: User did not allow tool call"
 HEARTBEAT_SECONDS = 30
+BINARY_RECEIVED_TEXT = "Binary content received. Proceeding with analysis."
+SYNTHETIC_THOUGHT_SIGNATURE = "skip_thought_signature_validator"
 # How late a confirmation or cancel may arrive when its channel-layer message was lost.
 DECISION_POLL_SECONDS = 2
 CONFIRMATION_TIMEOUT_SECONDS = 600
@@ -127,10 +128,11 @@ def _thought(text: str) -> dict:
 
 
 def _needs_confirmation(kind: ToolKind, mode: str, always: list[str], name: str) -> bool:
-    """gemini-cli's approval rules: reads never ask; edits ask in default; shell asks unless yolo."""
-    if kind == ToolKind.READ or name in always or mode == ApprovalMode.YOLO:
+    """gemini-cli's approval rules: reads (and the todo list) never ask; edits and web fetches
+    ask in default only; the shell asks unless yolo."""
+    if kind in (ToolKind.READ, ToolKind.OTHER) or name in always or mode == ApprovalMode.YOLO:
         return False
-    return not (mode == ApprovalMode.AUTO_EDIT and kind == ToolKind.EDIT)
+    return not (mode == ApprovalMode.AUTO_EDIT and kind in (ToolKind.EDIT, ToolKind.FETCH))
 
 
 def _usage(metadata) -> dict:
@@ -179,7 +181,13 @@ class Turn:
         self.text = text
         self.conversation: Conversation | None = None
         self.ip = ip
-        self.context = ToolContext(workspace=session_workspace(session), session_id=str(session.id))
+        self.context = ToolContext(
+            workspace=session_workspace(session),
+            session_id=str(session.id),
+            model=session.model_name,
+        )
+        # Binary parts read by tools that the model gets after the batch's responses.
+        self._injections: list[dict] = []
         self._queue: asyncio.Queue[AgentEvent] | None = None
         self._task: asyncio.Task | None = None
         self._current: asyncio.Task | None = None
@@ -348,6 +356,7 @@ class Turn:
                 except TurnStopped as stop:
                     await self._answer_unrun(calls[index:], stop.message)
                     raise
+            await self._inject_binary()
 
     async def _open_conversation(self) -> None:
         """History (what this process has not seen yet) plus the user's message, in memory.
@@ -367,7 +376,7 @@ class Turn:
         self.conversation = Conversation(
             steps,
             system_instruction=system_instruction,
-            declarations=tool_declarations(),
+            declarations=tool_declarations(session.model_name),
             generation_config=generation,
         )
         parts = [{"text": self.text}]
@@ -456,16 +465,11 @@ class Turn:
 
     async def _tool_call(self, call: dict) -> None:
         call_id, name, args = call["id"], call.get("name", ""), call.get("args") or {}
-        tool = tool_lookup(name)
         started = time.monotonic()
         confirmation = {"outcome": "auto"}
-        result: ToolResult
-        problem = None
-        if tool is not None:
-            args = tool_args_normalize(tool, args)
-            # Validation resolves paths on disk: off the event loop, like the tools themselves.
-            problem = await asyncio.to_thread(tool.validate, args, self.context)
-        if tool is not None and problem is None:
+        prepared = await tool_prepare(name, args, self.context, call_id)
+        tool, args = prepared.tool, prepared.args
+        if tool is not None and prepared.valid:
             session = await database_sync_to_async(Session.objects.get)(pk=self.session.id)
             if _needs_confirmation(
                 tool.kind, session.approval_mode, session.always_allowed_tools, tool.name
@@ -505,7 +509,7 @@ class Turn:
             result = ToolResult(output="", error=DENIED_TEXT, display="Cancelled by the user")
             status = "cancelled"
         else:
-            result = await self._interruptible(tool_run(name, args, self.context))
+            result = (await self._interruptible(prepared.run())).result
             status = "success" if result.ok else "error"
         duration = int((time.monotonic() - started) * 1000)
         text = result.output if result.ok else (result.error or "")
@@ -519,15 +523,14 @@ class Turn:
                 "durationMs": duration,
             },
         )
-        response = {
-            "functionResponse": {
-                "id": call_id,
-                "name": name,
-                "response": result.function_response(),
-            }
-        }
-        self.conversation.append(MessageRole.TOOL, [response])
-        message = await database_sync_to_async(self._store)(role=MessageRole.TOOL, parts=[response])
+        if result.ok and "todos" in result.data:
+            self._emit(ev.TODOS, {"todos": result.data["todos"]})
+        parts, injected = function_response_parts(
+            call_id=call_id, name=name, result=result, model=self.session.model_name
+        )
+        self._injections.extend(injected)
+        self.conversation.append(MessageRole.TOOL, parts)
+        message = await database_sync_to_async(self._store)(role=MessageRole.TOOL, parts=parts)
         if message is not None:
             self._last_message_id = str(message.id)
         await tool_call_record(
@@ -543,6 +546,23 @@ class Turn:
             source="agent",
             ip=self.ip,
         )
+
+    async def _inject_binary(self) -> None:
+        """Audio or video a read tool returned: after a synthetic model turn, in a user turn of
+        its own, as gemini-cli sends what function responses cannot carry."""
+        if not self._injections:
+            return
+        parts, self._injections = self._injections, []
+        acknowledgement = [
+            {
+                "text": BINARY_RECEIVED_TEXT,
+                "thought": True,
+                "thoughtSignature": SYNTHETIC_THOUGHT_SIGNATURE,
+            }
+        ]
+        for role, content in ((MessageRole.MODEL, acknowledgement), (MessageRole.USER, parts)):
+            self.conversation.append(role, content)
+            await database_sync_to_async(self._store)(role=role, parts=content)
 
     async def _answer_unrun(self, calls: list[dict], reason: str) -> None:
         """Stores an error response for calls that will not run, so no call is left dangling."""
