@@ -30,7 +30,9 @@ async def test_exact_edit_ends_with_the_updated_code(call, ws):
 async def test_snippet_shows_only_the_changed_region_of_a_long_file(call, ws):
     lines = [f"line {i}" for i in range(1, 41)]
     (ws / "long.txt").write_text("\n".join(lines) + "\n")
-    result = await call("replace", file_path="long.txt", old_string="line 20\n", new_string="LINE 20\n")
+    result = await call(
+        "replace", file_path="long.txt", old_string="line 20\n", new_string="LINE 20\n"
+    )
     assert result.output == (
         "Successfully modified file: /workspace/long.txt (1 replacements). Here is the updated "
         "code:\n...\nline 15\nline 16\nline 17\nline 18\nline 19\nLINE 20\nline 21\nline 22\n"

@@ -25,7 +25,9 @@ async def test_a_long_file_stops_at_2000_lines_and_says_where_to_resume(call, ws
     rest = await call("read_file", file_path="long.txt", start_line=2001)
     assert "Status: Showing lines 2001-2501 of 2501 total lines." in rest.output
     assert "use start_line: 2502." in rest.output
-    assert rest.output.endswith("--- FILE CONTENT (truncated) ---\n" + "".join(f"L{i}\n" for i in range(2001, 2501)))
+    assert rest.output.endswith(
+        "--- FILE CONTENT (truncated) ---\n" + "".join(f"L{i}\n" for i in range(2001, 2501))
+    )
 
 
 async def test_a_range_and_an_end_line_beyond_2000_lines(call, ws):

@@ -154,7 +154,9 @@ async def test_prepare_validates_once_and_run_times_the_call(ctx, ws):
     outcome = await call.run()
     assert outcome.status == "success" and outcome.text == "changed\n"
     assert outcome.duration_ms >= 0
-    bad = await tool_prepare("read_file", {"file_path": "a.txt", "start_line": 3, "end_line": 1}, ctx)
+    bad = await tool_prepare(
+        "read_file", {"file_path": "a.txt", "start_line": 3, "end_line": 1}, ctx
+    )
     assert not bad.valid
     assert (await bad.run()).text == "start_line cannot be greater than end_line"
 
@@ -162,7 +164,9 @@ async def test_prepare_validates_once_and_run_times_the_call(ctx, ws):
 def test_function_responses_are_shaped_as_gemini_cli_sends_them():
     """utils/generateContentResponseUtilities.ts convertToFunctionResponse."""
     text = ToolResult(output="hi")
-    assert function_response_parts(call_id="c", name="read_file", result=text, model="gemini-2.5-flash") == (
+    assert function_response_parts(
+        call_id="c", name="read_file", result=text, model="gemini-2.5-flash"
+    ) == (
         [{"functionResponse": {"id": "c", "name": "read_file", "response": {"output": "hi"}}}],
         [],
     )
@@ -172,7 +176,9 @@ def test_function_responses_are_shaped_as_gemini_cli_sends_them():
     ]
     png = {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}
     image = ToolResult(output="", parts=[png])
-    parts, injected = function_response_parts(call_id="c", name="read_file", result=image, model="gemini-2.5-flash")
+    parts, injected = function_response_parts(
+        call_id="c", name="read_file", result=image, model="gemini-2.5-flash"
+    )
     assert parts == [
         {
             "functionResponse": {
@@ -184,7 +190,9 @@ def test_function_responses_are_shaped_as_gemini_cli_sends_them():
         png,
     ]
     assert injected == []
-    nested, _ = function_response_parts(call_id="c", name="read_file", result=image, model="gemini-3-pro-preview")
+    nested, _ = function_response_parts(
+        call_id="c", name="read_file", result=image, model="gemini-3-pro-preview"
+    )
     assert nested == [
         {
             "functionResponse": {
@@ -197,7 +205,10 @@ def test_function_responses_are_shaped_as_gemini_cli_sends_them():
     ]
     mp3 = {"inlineData": {"mimeType": "audio/mpeg", "data": "AAAA"}}
     audio, injected = function_response_parts(
-        call_id="c", name="read_file", result=ToolResult(output="", parts=[mp3]), model="gemini-2.5-flash"
+        call_id="c",
+        name="read_file",
+        result=ToolResult(output="", parts=[mp3]),
+        model="gemini-2.5-flash",
     )
     assert audio[0]["functionResponse"]["response"] == {
         "output": "Binary content (audio/mpeg) read successfully. Content will be injected for "
