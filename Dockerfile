@@ -1,4 +1,5 @@
-# gemini-server: daphne serving the ASGI app, as a non-root user, with bubblewrap for the shell tool.
+# gemini-server: daphne serving the ASGI app, as a non-root user, with bubblewrap for the shell tool
+# and ripgrep for grep_search.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DJANGO_DEBUG=false
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends bubblewrap \
+    && apt-get install -y --no-install-recommends bubblewrap ripgrep \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 
-from .base import Tool, ToolContext, ToolKind, ToolResult, tool_error
+from chat.agent.events import call_id_new
+
+from .base import Tool, ToolContext, ToolKind, ToolResult
 from .edit import ReplaceTool
 from .glob import GlobTool
 from .grep import GrepSearchTool
@@ -110,11 +112,16 @@ def tool_catalog() -> list[dict]:
     for tool in TOOLS:
         reason = tool.unavailable_reason()
         declaration = tool.declaration()
+        parameters = declaration["parametersJsonSchema"]
+        if tool.lenient_required:
+            # What a caller must send: the model is asked for more than the server insists on.
+            required = [key for key in parameters["required"] if key not in tool.lenient_required]
+            parameters = {**parameters, "required": required}
         entry = {
             "name": tool.name,
             "aliases": list(tool.aliases),
             "description": declaration["description"],
-            "parameters": declaration["parametersJsonSchema"],
+            "parameters": parameters,
             "kind": tool.kind.value,
             "available": reason is None,
         }
@@ -152,8 +159,6 @@ def tool_not_found(name: str) -> str:
 
 async def tool_prepare(name: str, args, ctx: ToolContext, call_id: str = "") -> ToolCall:
     """Look up, normalise and validate a call once; the result says what is wrong, if anything."""
-    from chat.agent.events import call_id_new
-
     tool = tool_lookup(name)
     call_id = call_id or call_id_new(tool.name if tool else str(name))
     if tool is None:
@@ -177,7 +182,3 @@ async def tool_run(name: str, args, ctx: ToolContext, call_id: str = "") -> Tool
     """Prepare and run one call; failures come back as results."""
     call = await tool_prepare(name, args, ctx, call_id)
     return (await call.run()).result
-
-
-def unknown_tool_error(name: str) -> ToolResult:
-    return tool_error(tool_not_found(name), f"Unknown tool: {name}")

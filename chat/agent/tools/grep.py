@@ -111,7 +111,12 @@ class GrepSearchTool(Tool):
         if problem:
             return ToolResult(output="", error=problem, display="Error: Path does not exist.")
         ws = workspace_of(ctx)
-        search = target_of(await asyncio.to_thread(ws.real_path, dir_path))
+        try:
+            search = target_of(await asyncio.to_thread(ws.real_path, dir_path))
+        except PathRefused as refused:
+            return ToolResult(
+                output="", error=str(refused), display="Error: Path not in workspace."
+            )
         total_max = optional_int(args.get("total_max_matches")) or DEFAULT_TOTAL_MAX_MATCHES
         try:
             async with asyncio.timeout(SEARCH_TIMEOUT_MS / 1000):
@@ -140,6 +145,11 @@ class GrepSearchTool(Tool):
             return _search_error(message)
         except SearchFailed as exc:
             return _search_error(str(exc))
+        except PathRefused as refused:
+            # The directory was swapped for a link leading out while the search ran.
+            return ToolResult(
+                output="", error=str(refused), display="Error: Path not in workspace."
+            )
         return format_grep_results(matches, args, f'in path "{dir_path}"', total_max)
 
     async def _search(
