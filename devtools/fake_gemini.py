@@ -565,9 +565,13 @@ def search_candidate(query: str) -> dict[str, Any]:
 
 
 def url_context_candidate(prompt: str) -> dict[str, Any]:
-    """An answer with URL context: the fake cannot fetch, so it names what it was given."""
+    """An answer with URL context: the fake cannot fetch, so it names what it was given (and
+    answers nothing for URLs containing "no-url-context", as when Gemini cannot reach them)."""
     section = re.search(r"<authorized_urls>\n(.*?)\n</authorized_urls>", prompt, re.DOTALL)
     urls = section.group(1).split("\n") if section else []
+    if any("no-url-context" in url for url in urls):
+        # What Gemini answers when it could not retrieve the pages: nothing to go on.
+        return {"content": {"role": "model"}, "finishReason": "STOP", "index": 0}
     text = f"Fake summary of {len(urls)} page(s): " + ", ".join(urls)
     return {
         "content": {"parts": [{"text": text}], "role": "model"},

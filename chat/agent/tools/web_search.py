@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from gemini_server.scrub import secrets_scrub
+
 from .base import Tool, ToolContext, ToolKind, ToolResult
 
 SEARCH_GENERATION_CONFIG = {"temperature": 0, "topP": 1}
@@ -59,7 +61,7 @@ def source_list(chunks, missing_uri: str) -> list[str]:
 class WebSearchTool(Tool):
     name = "google_web_search"
     display_name = "GoogleSearch"
-    aliases = ("googleWebSearch", "web_search")
+    aliases = ("googleWebSearch",)
     kind = ToolKind.READ
 
     def check(self, args: dict, ctx: ToolContext) -> str | None:
@@ -107,4 +109,4 @@ class WebSearchTool(Tool):
 
 def _error_text(exc: Exception) -> str:
     message = getattr(exc, "message", None)
-    return str(message or exc)
+    return secrets_scrub(str(message or exc))

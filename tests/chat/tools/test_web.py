@@ -208,3 +208,84 @@ async def test_direct_runs_use_the_sessions_model(fake_gemini, make_session):
     ctx = ToolContext(session_workspace(session), str(session.id), session.model_name)
     await tool_run("google_web_search", {"query": "q"}, ctx)
     assert fake_gemini.requests[-1]["model"] == "gemini-2.5-pro"
+
+
+async def test_web_fetch_falls_back_to_fetching_and_summarising(
+    call, fake_gemini, stub_dns, monkeypatch
+):
+    """web-fetch.ts executeFallback: when URL context gives nothing, the pages are fetched here
+    and summarised by a second model call (the fetch itself is replaced: tests stay on loopback)."""
+    table, _ = stub_dns
+    table["no-url-context.example.com"] = ["93.184.216.34"]
+    fetched = []
+
+    async def fetch_text(url: str) -> str:
+        fetched.append(url)
+        return "Page <text> & more"
+
+    monkeypatch.setattr(web_fetch_module, "fetch_text", fetch_text)
+    result = await call("web_fetch", prompt="Summarize https://no-url-context.example.com/a")
+    assert fetched == ["https://no-url-context.example.com/a"]
+    assert result.display == "Content for 1 URL(s) processed using fallback fetch."
+    assert result.output.startswith("<untrusted_context>\n") and result.output.endswith(
+        "\n</untrusted_context>"
+    )
+    fallback = fake_gemini.requests[-1]["body"]
+    assert "tools" not in fallback
+    assert fallback["contents"][0]["parts"][0]["text"] == (
+        "Follow the user's instructions below using the provided webpage content.\n\n"
+        "<user_instructions>\nSummarize https://no-url-context.example.com/a\n"
+        "</user_instructions>\n\nI was unable to access the URL(s) directly using the primary "
+        "fetch tool. Instead, I have fetched the raw content of the page(s). Please use the "
+        "following content to answer the request. Do not attempt to access the URL(s) again.\n\n"
+        '<content>\n<source url="https://no-url-context.example.com/a">\n'
+        "Page &lt;text&gt; &amp; more\n</source>\n</content>\n"
+    )
+
+
+async def test_fetch_limits_size_and_checks_every_redirect(monkeypatch):
+    """fetch_text against a loopback server, with the address policy widened to that one
+    loopback address: a redirect to a private address is refused before it is followed, and a
+    body over 10 MB is cut off."""
+    from aiohttp import web
+
+    async def page(request):
+        return web.Response(text="<h1>Hi</h1><p>there</p>", content_type="text/html")
+
+    async def big(request):
+        response = web.StreamResponse()
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        for _ in range(200):
+            await response.write(chunk)
+        return response
+
+    async def redirect(request):
+        raise web.HTTPFound("http://10.1.2.3/internal")
+
+    app = web.Application()
+    app.router.add_get("/page", page)
+    app.router.add_get("/big", big)
+    app.router.add_get("/redirect", redirect)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    real_check = web_fetch_module.checked_addresses
+
+    async def loopback_allowed(host: str, port_: int) -> list[str]:
+        if host == "127.0.0.1":
+            return [host]
+        return await real_check(host, port_)
+
+    monkeypatch.setattr(web_fetch_module, "checked_addresses", loopback_allowed)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert await web_fetch_module.fetch_text(f"{base}/page") == "Hi\n\nthere"
+        with pytest.raises(ValueError, match="Content exceeds size limit of 10485760 bytes"):
+            await web_fetch_module.fetch_text(f"{base}/big")
+        with pytest.raises(FetchRefused):
+            await web_fetch_module.fetch_text(f"{base}/redirect")
+    finally:
+        await runner.cleanup()
