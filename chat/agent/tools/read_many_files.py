@@ -81,11 +81,14 @@ class ReadManyFilesTool(FileTool):
                 relative = glob_escape(relative)
             includes.append(glob_regex(relative))
         excludes = list(args.get("exclude") or [])
+        pruned: frozenset[str] = frozenset()
         if args.get("useDefaultExcludes", True) is not False:
             excludes = [*DEFAULT_EXCLUDES, *excludes]
+            # glob's ignore never enters these directories; neither does the walk.
+            pruned = COMMON_IGNORED_DIRS | COMMON_DIRECTORY_EXCLUDES
         exclude_regexes = _exclude_regexes(excludes)
         matched = []
-        for walked in walk_files(ws, "", frozenset()):
+        for walked in walk_files(ws, "", pruned):
             relative = walked.relative
             if not any(rx.fullmatch(relative) for rx in includes):
                 continue

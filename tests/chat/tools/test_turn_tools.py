@@ -184,3 +184,33 @@ async def test_audio_is_injected_after_a_synthetic_model_turn(session, token, fa
             {"inlineData": {"mimeType": "audio/wav", "data": base64.b64encode(wav).decode()}}
         ],
     }
+
+
+def test_tools_run_directly_over_rest_through_the_same_entry_point(auth_client, session):
+    """POST /tools/execute: looked up (camelCase too), normalised, validated, run, timed."""
+    todos = [{"description": "Ship it", "status": "pending"}]
+    response = auth_client.post(
+        "/api/v1/tools/execute",
+        {"sessionId": str(session.id), "name": "writeTodos", "args": {"todos": todos}},
+        format="json",
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["name"] == "write_todos" and body["status"] == "success"
+    assert body["result"] == (
+        "Successfully updated the todo list. The current list is now:\n1. [pending] Ship it"
+    )
+    assert isinstance(body["durationMs"], int)
+    session.refresh_from_db()
+    assert session.todos == todos
+    refused = auth_client.post(
+        "/api/v1/tools/execute",
+        {
+            "sessionId": str(session.id),
+            "name": "web_fetch",
+            "args": {"prompt": "see http://127.0.0.1/"},
+        },
+        format="json",
+    ).json()
+    assert refused["status"] == "error"
+    assert refused["result"] == "All requested URLs were skipped: [Blocked Host] http://127.0.0.1/"
