@@ -1,4 +1,5 @@
-# gemini-server: daphne serving the ASGI app as uid 10001, with bubblewrap for the shell tool.
+# gemini-server: daphne serving the ASGI app as uid 10001, with bubblewrap for the shell tool
+# and ripgrep for grep_search.
 FROM python:3.11-slim
 
 # DATA_DIR holds the SQLite database and the generated SECRET_KEY: mount a volume there to keep them.
@@ -15,7 +16,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # bubblewrap follows the base image's Debian release; util-linux (setpriv) is already there.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends bubblewrap \
+    && apt-get install -y --no-install-recommends bubblewrap ripgrep \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -60,6 +60,7 @@ GEMINI_EVENTS = {
     ev.TOOL_RESULT: "gemini:tool-result",
     ev.USAGE: "gemini:usage",
     ev.ERROR: "gemini:error",
+    ev.TODOS: "gemini:todos",
     ev.DONE: "gemini:done",
 }
 # Streamed events re-check the socket's credentials at most this often; inbound events and

@@ -1,9 +1,6 @@
 """The one way to run a tool for a user directly (REST `POST /tools/execute`, `tool:execute`)."""
 
-import time
-
-from chat.agent.events import call_id_new
-from chat.agent.tools import ToolContext, tool_lookup, tool_run
+from chat.agent.tools import ToolContext, tool_lookup, tool_prepare
 from gemini_server import metrics
 from gemini_server.errors import Gone, NotFound
 from gemini_server.request_id import request_id_current
@@ -21,38 +18,38 @@ async def tool_execute(
     """A tool run by a user directly (REST or `tool:execute`): their request is the approval."""
     if session.is_expired:
         raise Gone("This session has expired", details={"sessionId": str(session.id)})
-    tool = tool_lookup(name)
-    if tool is None:
-        raise NotFound(f'Tool "{name}" not found', details={"name": name})
-    call_id = call_id or call_id_new(tool.name)
-    context = ToolContext(workspace=session_workspace(session), session_id=str(session.id))
-    await tool_call_begin(
-        session=session, user=user, call_id=call_id, name=tool.name, args=args, source="user", ip=ip
+    context = ToolContext(
+        workspace=session_workspace(session),
+        session_id=str(session.id),
+        model=session.model_name,
     )
-    started = time.monotonic()
-    result = await tool_run(name, args, context)
-    duration = int((time.monotonic() - started) * 1000)
-    status = "success" if result.ok else "error"
-    text = result.output if result.ok else (result.error or "")
+    call = await tool_prepare(name, args, context, call_id or "")
+    if call.tool is None:
+        raise NotFound(f'Tool "{name}" not found', details={"name": name})
+    call_id = call.call_id
+    await tool_call_begin(
+        session=session, user=user, call_id=call_id, name=call.name, args=args, source="user", ip=ip
+    )
+    outcome = await call.run()
     await tool_call_record(
         session=session,
         user=user,
         call_id=call_id,
-        name=tool.name,
+        name=call.name,
         args=args,
-        status=status,
-        duration_ms=duration,
-        text=text,
+        status=outcome.status,
+        duration_ms=outcome.duration_ms,
+        text=outcome.text,
         confirmation={"outcome": "direct", "userId": str(user.pk)},
         source="user",
         ip=ip,
     )
     return {
         "callId": call_id,
-        "name": tool.name,
-        "status": status,
-        "result": text,
-        "durationMs": duration,
+        "name": call.name,
+        "status": outcome.status,
+        "result": outcome.text,
+        "durationMs": outcome.duration_ms,
     }
 
 

@@ -554,6 +554,114 @@ def generate_response(
     return payload
 
 
+def requested_tools(body: dict[str, Any]) -> set[str]:
+    """The kinds of tool a request offers the model (googleSearch, urlContext, ...)."""
+    tools = body.get("tools") if isinstance(body.get("tools"), list) else []
+    return {key for tool in tools if isinstance(tool, dict) for key in tool}
+
+
+def latest_user_text(body: dict[str, Any]) -> str:
+    contents = body.get("contents")
+    return read_conversation(contents if isinstance(contents, list) else []).prompt
+
+
+def search_candidate(query: str) -> dict[str, Any]:
+    """A Google Search grounded answer, as Gemini sends it: text, sources and the byte ranges
+    of the text each source supports. "[no results]" in the query gives an empty answer."""
+    if "[no results]" in query:
+        return {"content": {"role": "model"}, "finishReason": "STOP", "index": 0}
+    first = f'Fake search results for "{query}": the first source explains it.'
+    second = " The second source adds détails."
+    text = first + second
+    first_end = len(first.encode())
+    chunks = [
+        {
+            "web": {
+                "uri": "https://vertexaisearch.cloud.google.com/grounding-api-redirect/fake-1",
+                "title": "example.com",
+            }
+        },
+        {
+            "web": {
+                "uri": "https://vertexaisearch.cloud.google.com/grounding-api-redirect/fake-2",
+                "title": "docs.example.org",
+            }
+        },
+    ]
+    supports = [
+        {
+            "segment": {"startIndex": 0, "endIndex": first_end, "text": first},
+            "groundingChunkIndices": [0],
+            "confidenceScores": [0.92],
+        },
+        {
+            "segment": {
+                "startIndex": first_end + 1,
+                "endIndex": len(text.encode()),
+                "text": second.strip(),
+            },
+            "groundingChunkIndices": [0, 1],
+            "confidenceScores": [0.81, 0.77],
+        },
+    ]
+    return {
+        "content": {"parts": [{"text": text}], "role": "model"},
+        "finishReason": "STOP",
+        "index": 0,
+        "groundingMetadata": {
+            "webSearchQueries": [query],
+            "searchEntryPoint": {"renderedContent": '<div class="container">fake</div>'},
+            "groundingChunks": chunks,
+            "groundingSupports": supports,
+        },
+    }
+
+
+def url_context_candidate(prompt: str) -> dict[str, Any]:
+    """An answer with URL context: the fake cannot fetch, so it names what it was given (and
+    answers nothing for URLs containing "no-url-context", as when Gemini cannot reach them)."""
+    section = re.search(r"<authorized_urls>\n(.*?)\n</authorized_urls>", prompt, re.DOTALL)
+    urls = section.group(1).split("\n") if section else []
+    if any("no-url-context" in url for url in urls):
+        # What Gemini answers when it could not retrieve the pages: nothing to go on.
+        return {"content": {"role": "model"}, "finishReason": "STOP", "index": 0}
+    text = f"Fake summary of {len(urls)} page(s): " + ", ".join(urls)
+    return {
+        "content": {"parts": [{"text": text}], "role": "model"},
+        "finishReason": "STOP",
+        "index": 0,
+        "urlContextMetadata": {
+            "urlMetadata": [
+                {"retrievedUrl": url, "urlRetrievalStatus": "URL_RETRIEVAL_STATUS_SUCCESS"}
+                for url in urls
+            ]
+        },
+    }
+
+
+def built_in_tool_answer(body: dict[str, Any], model_id: str) -> dict[str, Any] | None:
+    """The answer to a request offering Google Search or URL context, else None."""
+    tools = requested_tools(body)
+    if "googleSearch" in tools:
+        candidate = search_candidate(latest_user_text(body))
+    elif "urlContext" in tools:
+        candidate = url_context_candidate(latest_user_text(body))
+    else:
+        return None
+    prompt_tokens = token_count(request_chars(body))
+    answer_tokens = token_count(content_chars(candidate.get("content")))
+    return {
+        "candidates": [candidate],
+        "usageMetadata": {
+            "promptTokenCount": prompt_tokens,
+            "candidatesTokenCount": answer_tokens,
+            "totalTokenCount": prompt_tokens + answer_tokens,
+        },
+        "modelVersion": model_id,
+        "responseId": new_response_id(),
+    }
+
+
 def merged_parts(step: Step) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     if step.thought is not None:
@@ -736,6 +844,15 @@ async def model_method(request: web.Request) -> web.StreamResponse:
                 "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}],
             }
         )
+    grounded = built_in_tool_answer(body, model_id)
+    if grounded is not None:
+        if streaming:
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(sse_frame(grounded))
+            await response.write_eof()
+            return response
+        return json_response(grounded)
     try:
         step = choose_step(body, attempt)
     except DirectiveError as exc:

@@ -38,6 +38,8 @@ class Session(models.Model):
     total_tokens = models.BigIntegerField(default=0)
     # Tools the user answered `proceed_always` for: they no longer ask in this session.
     always_allowed_tools = models.JSONField(default=list, blank=True)
+    # The agent's todo list (write_todos): [{description, status}], replaced as a whole.
+    todos = models.JSONField(default=list, blank=True)
     # The one running turn, claimed with a conditional UPDATE so it holds across processes;
     # a turn that stops beating (its process died) can be taken over.
     turn_id = models.UUIDField(null=True, blank=True)

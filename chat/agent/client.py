@@ -160,3 +160,37 @@ async def _generate_stream(model: str, body: bytes) -> AsyncIterator[types.Gener
             yield types.GenerateContentResponse.model_validate_json(raw)
     finally:
         response.close()
+
+
+def generate_url(model: str) -> str:
+    base = (settings.GEMINI_BASE_URL or DEFAULT_BASE_URL).rstrip("/")
+    return f"{base}/{settings.GEMINI_API_VERSION}/models/{model}:generateContent"
+
+
+async def generate_once(model: str, body: dict) -> types.GenerateContentResponse:
+    """One unary generateContent call (the tools' utility calls: search grounding, web_fetch's
+    summary); transient failures are retried like the stream's first request."""
+    api_key = settings.GEMINI_API_KEY
+    if not api_key:
+        raise GeminiNotConfigured(
+            "The server has no GEMINI_API_KEY configured; an administrator must set it."
+        )
+    headers = {"Content-Type": "application/json", "x-goog-api-key": api_key}
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    attempts = max(1, settings.GEMINI_RETRY_ATTEMPTS)
+    delay = RETRY_INITIAL_DELAY
+    attempt = 1
+    while True:
+        try:
+            async with _http().post(generate_url(model), data=data, headers=headers) as response:
+                if response.status == 200:
+                    return types.GenerateContentResponse.model_validate_json(await response.read())
+                error = await _error_of(response)
+                if response.status not in RETRY_STATUSES or attempt == attempts:
+                    raise error
+        except aiohttp.ClientConnectionError:
+            if attempt == attempts:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RETRY_MAX_DELAY)
+        attempt += 1

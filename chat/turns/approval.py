@@ -81,7 +81,8 @@ def needs_confirmation(kind: ToolKind, mode: str, always: list[str], name: str, 
     save_memory and the shell ask unless yolo; an allowed shell command is trusted by its roots."""
     if name == WEB_FETCH_TOOL:
         return mode in (ApprovalMode.DEFAULT, ApprovalMode.PLAN) and name not in always
-    if kind == ToolKind.READ or mode == ApprovalMode.YOLO:
+    # Reads and the session's own todo list never ask (gemini-cli's Kind.Read / Kind.Other).
+    if kind in (ToolKind.READ, ToolKind.OTHER) or mode == ApprovalMode.YOLO:
         return False
     if name == SHELL_TOOL:
         return not shell_allowed(str(args.get("command", "")), always)

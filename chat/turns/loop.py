@@ -36,10 +36,9 @@ from chat.agent.retry import AnswerProblem, AnswerRetries, answer_problem
 from chat.agent.tools import (
     ToolContext,
     ToolResult,
-    tool_args_normalize,
+    function_response_parts,
     tool_declarations,
-    tool_lookup,
-    tool_run,
+    tool_prepare,
 )
 from chat.models import FINISH_INTERRUPTED, MessageRole
 from chat.tools_run import tool_call_begin, tool_call_record
@@ -82,6 +81,8 @@ DENIED_TEXT = "[Operation Cancelled] Reason: User did not allow tool call"
 LOOP_SKIPPED_TEXT = "The call was not run: the model was repeating itself (a loop was detected)."
 THINKING_BUDGET_2_5 = 8192
 HEARTBEAT_SECONDS = 30
+BINARY_RECEIVED_TEXT = "Binary content received. Proceeding with analysis."
+SYNTHETIC_THOUGHT_SIGNATURE = "skip_thought_signature_validator"
 # How late a confirmation or cancel may arrive when its channel-layer message was lost.
 DECISION_POLL_SECONDS = 2
 CONFIRMATION_TIMEOUT_SECONDS = 600
@@ -274,7 +275,13 @@ class Turn:
         self.text = text
         self.conversation: Conversation | None = None
         self.ip = ip
-        self.context = ToolContext(workspace=session_workspace(session), session_id=str(session.id))
+        self.context = ToolContext(
+            workspace=session_workspace(session),
+            session_id=str(session.id),
+            model=session.model_name,
+        )
+        # Binary parts read by tools that the model gets after the batch's responses.
+        self._injections: list[dict] = []
         self._queue: asyncio.Queue[AgentEvent] | None = None
         self._task: asyncio.Task | None = None
         self._current: asyncio.Task | None = None
@@ -492,6 +499,8 @@ class Turn:
                     await self._answer_unrun(calls[index + 1 :], CANCELLED_TEXT)
                     return "CANCELLED"
 
+            await self._inject_binary()
+
     def _calls_loop(self, calls: list[dict]) -> LoopHit | None:
         for call in calls:
             hit = self._detector.tool_call(call.get("name", ""), call.get("args") or {})
@@ -602,7 +611,7 @@ class Turn:
         self.conversation = Conversation(
             steps,
             system_instruction=system_instruction,
-            declarations=tool_declarations(),
+            declarations=tool_declarations(session.model_name),
             generation_config=_generation_config(session),
             environment=environment,
             snapshot=snapshot.text if snapshot else "",
@@ -741,16 +750,13 @@ class Turn:
     async def _tool_call(self, call: dict) -> str:
         """Runs one call (asking first when the approval mode says so); returns the outcome."""
         call_id, name, args = call["id"], call.get("name", ""), call.get("args") or {}
-        tool = tool_lookup(name)
         started = time.monotonic()
         confirmation = {"outcome": "auto"}
         result: ToolResult
-        problem = refusal = None
-        if tool is not None:
-            args = tool_args_normalize(tool, args)
-            # Validation resolves paths on disk: off the event loop, like the tools themselves.
-            problem = await asyncio.to_thread(tool.validate, args, self.context)
-        if tool is not None and problem is None:
+        refusal = None
+        prepared = await tool_prepare(name, args, self.context, call_id)
+        tool, args = prepared.tool, prepared.args
+        if tool is not None and prepared.valid:
             session = await database_sync_to_async(Session.objects.get)(pk=self.session.id)
             refusal = approval.plan_refusal(tool.kind, tool.name, session.approval_mode)
             if refusal is None and approval.needs_confirmation(
@@ -795,7 +801,7 @@ class Turn:
             result = ToolResult(output="", error=refusal, display=refusal)
             status = "error"
         else:
-            result = await self._interruptible(tool_run(name, args, self.context))
+            result = (await self._interruptible(prepared.run())).result
             status = "success" if result.ok else "error"
         duration = int((time.monotonic() - started) * 1000)
         text = result.output if result.ok else (result.error or "")
@@ -809,17 +815,16 @@ class Turn:
                 "durationMs": duration,
             },
         )
+        if result.ok and "todos" in result.data:
+            self._emit(ev.TODOS, {"todos": result.data["todos"]})
         if result.ok and name in JIT_TOOLS:
             result = await self._with_jit_context(result, args)
-        response = {
-            "functionResponse": {
-                "id": call_id,
-                "name": name,
-                "response": result.function_response(),
-            }
-        }
-        self.conversation.append(MessageRole.TOOL, [response])
-        message = await database_sync_to_async(self._store)(role=MessageRole.TOOL, parts=[response])
+        parts, injected = function_response_parts(
+            call_id=call_id, name=name, result=result, model=self.session.model_name
+        )
+        self._injections.extend(injected)
+        self.conversation.append(MessageRole.TOOL, parts)
+        message = await database_sync_to_async(self._store)(role=MessageRole.TOOL, parts=parts)
         if message is not None:
             self._last_message_id = str(message.id)
         await tool_call_record(
@@ -848,6 +853,23 @@ class Turn:
         if not context:
             return result
         return dataclasses.replace(result, output=jit_context_append(result.output, context))
+
+    async def _inject_binary(self) -> None:
+        """Audio or video a read tool returned: after a synthetic model turn, in a user turn of
+        its own, as gemini-cli sends what function responses cannot carry."""
+        if not self._injections:
+            return
+        parts, self._injections = self._injections, []
+        acknowledgement = [
+            {
+                "text": BINARY_RECEIVED_TEXT,
+                "thought": True,
+                "thoughtSignature": SYNTHETIC_THOUGHT_SIGNATURE,
+            }
+        ]
+        for role, content in ((MessageRole.MODEL, acknowledgement), (MessageRole.USER, parts)):
+            self.conversation.append(role, content)
+            await database_sync_to_async(self._store)(role=role, parts=content)
 
     async def _answer_unrun(self, calls: list[dict], reason: str) -> None:
         """Stores an error response for calls that will not run, so no call is left dangling."""

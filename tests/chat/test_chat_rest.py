@@ -317,7 +317,11 @@ TOOL_TABLE = {
     "read_many_files": ({"include"}, {"exclude"}, "read"),
     "list_directory": ({"dir_path"}, {"ignore"}, "read"),
     "glob": ({"pattern"}, {"dir_path", "case_sensitive"}, "read"),
-    "grep_search": ({"pattern"}, {"dir_path", "include_pattern"}, "read"),
+    "grep_search": (
+        {"pattern"},
+        {"dir_path", "include_pattern", "case_sensitive", "fixed_strings", "context", "no_ignore"},
+        "read",
+    ),
     "write_file": ({"file_path", "content"}, set(), "edit"),
     "replace": (
         {"file_path", "old_string", "new_string"},
@@ -325,7 +329,10 @@ TOOL_TABLE = {
         "edit",
     ),
     "save_memory": ({"fact"}, set(), "edit"),
-    "run_shell_command": ({"command"}, {"description", "dir_path"}, "execute"),
+    "run_shell_command": ({"command"}, {"description", "dir_path", "is_background"}, "execute"),
+    "write_todos": ({"todos"}, set(), "other"),
+    "google_web_search": ({"query"}, set(), "read"),
+    "web_fetch": ({"prompt"}, set(), "fetch"),
 }
 
 

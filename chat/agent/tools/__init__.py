@@ -1,43 +1,58 @@
-"""Registry of the agent's tools, under gemini-cli's names, and the entry points the agent uses."""
+"""Registry of the agent's tools, under gemini-cli's names, and the one entry point to run them."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
-from .base import Tool, ToolContext, ToolKind, ToolResult, tool_error
+from chat.agent.events import call_id_new
+
+from .base import Tool, ToolContext, ToolKind, ToolResult
 from .edit import ReplaceTool
 from .glob import GlobTool
 from .grep import GrepSearchTool
+from .invoke import ToolCall, ToolOutcome, function_response_parts
 from .ls import ListDirectoryTool
 from .memory import SaveMemoryTool
 from .read_file import ReadFileTool
 from .read_many_files import ReadManyFilesTool
 from .shell import ShellTool
+from .todos import WriteTodosTool
+from .web_fetch import WebFetchTool
+from .web_search import WebSearchTool
 from .write_file import WriteFileTool
 
 __all__ = [
     "TOOLS",
     "Tool",
+    "ToolCall",
     "ToolContext",
     "ToolKind",
+    "ToolOutcome",
     "ToolResult",
+    "function_response_parts",
     "tool_args_normalize",
     "tool_catalog",
     "tool_declarations",
     "tool_lookup",
+    "tool_prepare",
     "tool_run",
 ]
 
+# gemini-cli's registration order (config.ts createToolRegistry), then this server's extras.
 TOOLS: tuple[Tool, ...] = (
-    ReadFileTool(),
-    ReadManyFilesTool(),
     ListDirectoryTool(),
-    GlobTool(),
+    ReadFileTool(),
     GrepSearchTool(),
-    WriteFileTool(),
+    GlobTool(),
     ReplaceTool(),
-    SaveMemoryTool(),
+    WriteFileTool(),
+    WebFetchTool(),
     ShellTool(),
+    WebSearchTool(),
+    WriteTodosTool(),
+    ReadManyFilesTool(),
+    SaveMemoryTool(),
 )
 
 _BY_NAME: dict[str, Tool] = {}
@@ -86,13 +101,9 @@ def tool_args_normalize(tool: Tool, args: dict) -> dict:
     return {**aliased, **canonical}
 
 
-def tool_declarations() -> list[dict]:
-    """functionDeclarations for Gemini: canonical names of the tools available right now."""
-    return [
-        {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
-        for tool in TOOLS
-        if tool.available()
-    ]
+def tool_declarations(model: str = "") -> list[dict]:
+    """functionDeclarations for Gemini: the tools available now, as the model's family sees them."""
+    return [tool.declaration(model) for tool in TOOLS if tool.available()]
 
 
 def tool_catalog() -> list[dict]:
@@ -100,11 +111,17 @@ def tool_catalog() -> list[dict]:
     catalog = []
     for tool in TOOLS:
         reason = tool.unavailable_reason()
+        declaration = tool.declaration()
+        parameters = declaration["parametersJsonSchema"]
+        if tool.lenient_required:
+            # What a caller must send: the model is asked for more than the server insists on.
+            required = [key for key in parameters["required"] if key not in tool.lenient_required]
+            parameters = {**parameters, "required": required}
         entry = {
             "name": tool.name,
             "aliases": list(tool.aliases),
-            "description": tool.description,
-            "parameters": tool.parameters,
+            "description": declaration["description"],
+            "parameters": parameters,
             "kind": tool.kind.value,
             "available": reason is None,
         }
@@ -126,25 +143,42 @@ def _levenshtein(a: str, b: str) -> int:
     return previous[-1]
 
 
-def _not_found(name: str) -> str:
+def tool_not_found(name: str) -> str:
+    """The scheduler's wording, with getToolSuggestion's three closest names."""
     names = [tool.name for tool in TOOLS if tool.available()]
     closest = sorted(names, key=lambda candidate: _levenshtein(str(name), candidate))[:3]
     quoted = ", ".join(f'"{candidate}"' for candidate in closest)
-    suggestion = f" Did you mean one of: {quoted}?" if len(closest) > 1 else ""
-    if len(closest) == 1:
+    if len(closest) > 1:
+        suggestion = f" Did you mean one of: {quoted}?"
+    elif closest:
         suggestion = f" Did you mean {quoted}?"
-    return (
-        f'Tool "{name}" not found in registry. Tools must use the exact names that are '
-        f"registered.{suggestion}"
-    )
+    else:
+        suggestion = ""
+    return f'Tool "{name}" not found.{suggestion}'
 
 
-async def tool_run(name: str, args: dict, ctx: ToolContext) -> ToolResult:
-    """Look up, normalise, validate and execute one call; failures come back as results."""
+async def tool_prepare(name: str, args, ctx: ToolContext, call_id: str = "") -> ToolCall:
+    """Look up, normalise and validate a call once; the result says what is wrong, if anything."""
     tool = tool_lookup(name)
+    call_id = call_id or call_id_new(tool.name if tool else str(name))
     if tool is None:
-        return tool_error(_not_found(name), f"Unknown tool: {name}")
+        return ToolCall(
+            str(name),
+            None,
+            args if isinstance(args, dict) else {},
+            ctx,
+            call_id,
+            tool_not_found(name),
+        )
     if not isinstance(args, dict):
-        return tool_error("params must be object", "Invalid arguments.")
-    # execute() validates first, so callers that skip tool_run get the same checks.
-    return await tool.execute(tool_args_normalize(tool, args), ctx)
+        return ToolCall(str(name), tool, {}, ctx, call_id, "Value of params must be an object")
+    normalized = tool_args_normalize(tool, args)
+    # Validation resolves paths on disk: off the event loop, like the tools themselves.
+    problem = await asyncio.to_thread(tool.validate, normalized, ctx)
+    return ToolCall(str(name), tool, normalized, ctx, call_id, problem)
+
+
+async def tool_run(name: str, args, ctx: ToolContext, call_id: str = "") -> ToolResult:
+    """Prepare and run one call; failures come back as results."""
+    call = await tool_prepare(name, args, ctx, call_id)
+    return (await call.run()).result

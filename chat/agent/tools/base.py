@@ -1,71 +1,59 @@
-"""Core types shared by every agent tool: kinds, context, results, the Tool base class."""
+"""Core types shared by every agent tool: kinds, context, results, the schema check, the Tool class."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from sessions_app.workspace import WORKSPACE_MOUNT
 
-logger = logging.getLogger(__name__)
-
-MODEL_TEXT_LIMIT = 40_000
 WORKSPACE_ROOT = WORKSPACE_MOUNT
 
 
 class ToolKind(str, Enum):
+    """What a tool does, which decides whether it asks first (as gemini-cli's Kind)."""
+
     READ = "read"
     EDIT = "edit"
     EXECUTE = "execute"
+    FETCH = "fetch"
+    OTHER = "other"
 
 
 @dataclass
 class ToolContext:
     workspace: Path
     session_id: str
+    # The session's model: it picks the declarations' family and how binary content is sent.
+    model: str = ""
 
 
 @dataclass
 class ToolResult:
+    """What a tool produced: the text the model reads, or an error, and what users are shown.
+
+    `parts` are inlineData parts (images, PDF, audio) that go to the model beside the text;
+    `data` is structured output for clients (the todo list, a saved output file).
+    """
+
     output: str
     error: str | None = None
     display: str = ""
+    parts: list[dict] = field(default_factory=list)
+    data: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
-    def function_response(self) -> dict:
-        if self.error is not None:
-            return {"error": self.error}
-        return {"output": self.output}
-
 
 def tool_error(message: str, display: str = "") -> ToolResult:
     return ToolResult(output="", error=message, display=display or message)
-
-
-def cut_text(text: str, limit: int = MODEL_TEXT_LIMIT, *, keep_tail: bool = False) -> str:
-    """Cut text for the model; with keep_tail the last 80% is kept too, as logs end with errors."""
-    if len(text) <= limit:
-        return text
-    omitted = len(text) - limit
-    if not keep_tail:
-        return text[:limit] + f"\n... [output truncated: {omitted} characters omitted]"
-    head = limit // 5
-    tail = limit - head
-    return (
-        text[:head]
-        + f"\n... [output truncated: {omitted} characters omitted] ...\n"
-        + text[len(text) - tail :]
-    )
 
 
 def host_path_scrub(text: str, ctx: ToolContext) -> str:
@@ -80,7 +68,7 @@ def host_path_scrub(text: str, ctx: ToolContext) -> str:
     return text
 
 
-# ajv-style wording, as gemini-cli reports schema violations to the model this way.
+# ajv's wording (errorsText with dataVar "params"), as gemini-cli reports schema violations.
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "number": (int, float),
@@ -100,6 +88,7 @@ def _type_ok(value: Any, expected: str) -> bool:
 
 
 def schema_check(schema: dict, value: Any, where: str = "params") -> str | None:
+    """The first violation, worded as ajv words it; None when the value fits the schema."""
     expected = schema.get("type")
     if expected and not _type_ok(value, expected):
         return f"{where} must be {expected}"
@@ -107,9 +96,13 @@ def schema_check(schema: dict, value: Any, where: str = "params") -> str | None:
         return f"{where} must be equal to one of the allowed values"
     if expected in ("number", "integer") and "minimum" in schema and value < schema["minimum"]:
         return f"{where} must be >= {schema['minimum']}"
+    if expected == "string" and len(value) < schema.get("minLength", 0):
+        return f"{where} must NOT have fewer than {schema['minLength']} characters"
     if expected == "array":
         if len(value) < schema.get("minItems", 0):
             return f"{where} must NOT have fewer than {schema['minItems']} items"
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            return f"{where} must NOT have more than {schema['maxItems']} items"
         item_schema = schema.get("items")
         if item_schema:
             for index, item in enumerate(value):
@@ -120,7 +113,12 @@ def schema_check(schema: dict, value: Any, where: str = "params") -> str | None:
         for required in schema.get("required", []):
             if required not in value:
                 return f"{where} must have required property '{required}'"
-        for key, sub in schema.get("properties", {}).items():
+        properties = schema.get("properties", {})
+        if schema.get("additionalProperties") is False and any(
+            key not in properties for key in value
+        ):
+            return f"{where} must NOT have additional properties"
+        for key, sub in properties.items():
             if key in value:
                 problem = schema_check(sub, value[key], f"{where}/{key}")
                 if problem:
@@ -129,16 +127,30 @@ def schema_check(schema: dict, value: Any, where: str = "params") -> str | None:
 
 
 class Tool(ABC):
-    """One model-callable tool. Subclasses implement `check` and `run`; callers use the public API."""
+    """One model-callable tool. The one entry point (invoke.py) validates, then runs it."""
 
     name: str = ""
     display_name: str = ""
     aliases: tuple[str, ...] = ()
     # Extra argument spellings (besides camelCase) mapped to canonical parameter names.
     arg_aliases: dict[str, str] = {}
-    description: str = ""
-    parameters: dict = {}
     kind: ToolKind = ToolKind.READ
+    # Required parameters gemini-cli declares but this server does not insist on.
+    lenient_required: tuple[str, ...] = ()
+
+    def declaration(self, model: str = "") -> dict:
+        """{name, description, parametersJsonSchema} as the model sees it."""
+        from .declarations import declaration_for
+
+        return declaration_for(self.name, model)
+
+    @property
+    def description(self) -> str:
+        return self.declaration()["description"]
+
+    @property
+    def parameters(self) -> dict:
+        return self.declaration()["parametersJsonSchema"]
 
     def available(self) -> bool:
         return self.unavailable_reason() is None
@@ -147,7 +159,14 @@ class Tool(ABC):
         return None
 
     def validate(self, args: dict, ctx: ToolContext) -> str | None:
-        problem = schema_check(self.parameters, args)
+        """The schema check, then the tool's own; None when the call may run."""
+        schema = self.parameters
+        if self.lenient_required:
+            required = [
+                key for key in schema.get("required", []) if key not in self.lenient_required
+            ]
+            schema = {**schema, "required": required}
+        problem = schema_check(schema, args)
         if problem:
             return problem
         problem = self.check(args, ctx)
@@ -168,26 +187,6 @@ class Tool(ABC):
             "prompt": host_path_scrub(self.describe(args, ctx), ctx),
         }
 
-    async def execute(self, args: dict, ctx: ToolContext) -> ToolResult:
-        """Validate, then run; never raises for a bad call, and the texts are scrubbed and cut."""
-        try:
-            problem = await asyncio.to_thread(self.validate, args, ctx)
-            result = tool_error(problem) if problem else await self.run(args, ctx)
-        except Exception as exc:
-            # A bug or an unexpected OS condition must become a tool error, not kill the agent loop.
-            logger.exception("tool %s failed", self.name)
-            result = tool_error(f"Error executing tool {self.name}: {exc}")
-        keep_tail = self.kind is ToolKind.EXECUTE
-        return ToolResult(
-            output=cut_text(host_path_scrub(result.output, ctx), keep_tail=keep_tail),
-            error=(
-                None
-                if result.error is None
-                else cut_text(host_path_scrub(result.error, ctx), keep_tail=keep_tail)
-            ),
-            display=host_path_scrub(result.display, ctx),
-        )
-
     @abstractmethod
     async def run(self, args: dict, ctx: ToolContext) -> ToolResult:
-        """Do the work; may return errors as results, and `execute` turns exceptions into errors."""
+        """Do the work on validated arguments; errors come back as results where foreseen."""

@@ -1,16 +1,17 @@
-"""The replace tool: exact text replacement in a file, as gemini-cli's edit tool."""
+"""The replace tool, as gemini-cli's tools/edit.ts: an exact match first, then lines that match
+once whitespace is ignored (re-indented to the file), then a token regex, then a fuzzy match
+(weighted Levenshtein within 10%), whose success text says where it applied."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+
+from rapidfuzz.distance import Levenshtein
 
 from sessions_app.workspace import PathRefused
 
-from .base import (
-    ToolContext,
-    ToolKind,
-    ToolResult,
-)
+from .base import ToolContext, ToolKind, ToolResult
 from .fs import (
     FileTool,
     Target,
@@ -19,25 +20,246 @@ from .fs import (
     decode_for_edit,
     edit_details_error,
     encode_for_edit,
-    max_file_bytes,
-    plural,
     read_limited,
-    size_limit_failure,
     target_of,
     unified_diff,
     workspace_of,
     write_bytes,
 )
+from .textdiff import diff_context_snippet
+
+FUZZY_MATCH_THRESHOLD = 0.1  # up to 10% weighted difference
+WHITESPACE_PENALTY_FACTOR = 0.1  # a whitespace difference costs 10% of a character's
+FUZZY_MIN_LENGTH = 10
+FUZZY_COMPLEXITY_LIMIT = 400_000_000
+
+# What JavaScript's trim() and \s treat as whitespace.
+JS_WHITESPACE = "\t\n\x0b\x0c\r \xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_JS_WS_CLASS = "[" + re.escape(JS_WHITESPACE) + "]"
+# String.prototype.match(/.*(?:\n|$)/g): "." stops at JavaScript's line terminators.
+_LINES = re.compile(r"[^\n\r\u2028\u2029]*(?:\n|\Z)")
+_REGEX_DELIMITERS = ("(", ")", ":", "[", "]", "{", "}", ">", "<", "=")
+_OMITTED_PREFIXES = frozenset(
+    {
+        "rest of",
+        "rest of method",
+        "rest of methods",
+        "rest of code",
+        "unchanged code",
+        "unchanged method",
+        "unchanged methods",
+    }
+)
+
+
+def js_trim(text: str) -> str:
+    return text.strip(JS_WHITESPACE)
+
+
+def source_lines(text: str) -> list[str]:
+    """Lines with their "\\n" kept, as gemini-cli splits them."""
+    return [match.group(0) for match in _LINES.finditer(text)][:-1]
+
+
+def restore_trailing_newline(original: str, modified: str) -> str:
+    if original.endswith("\n") and not modified.endswith("\n"):
+        return modified + "\n"
+    if not original.endswith("\n") and modified.endswith("\n"):
+        return modified[:-1]
+    return modified
+
+
+def apply_indentation(lines: list[str], target: str) -> list[str]:
+    """Re-indent lines to `target`, keeping their indentation relative to the first line."""
+    if not lines:
+        return []
+    reference = re.match(r"[ \t]*", lines[0]).group(0)
+    indented = []
+    for line in lines:
+        if js_trim(line) == "":
+            indented.append("")
+        elif line.startswith(reference):
+            indented.append(target + line[len(reference) :])
+        else:
+            indented.append(target + line.lstrip(JS_WHITESPACE))
+    return indented
+
+
+def _placeholder(line: str) -> str | None:
+    text = js_trim(line)
+    if not text:
+        return None
+    if text.startswith("//"):
+        text = js_trim(text[2:])
+    if text.startswith("(") and text.endswith(")"):
+        text = js_trim(text[1:-1])
+    at = text.find("...")
+    if at < 0:
+        return None
+    prefix = " ".join(js_trim(text[:at]).lower().split())
+    suffix = js_trim(text[at + 3 :])
+    if prefix not in _OMITTED_PREFIXES:
+        return None
+    if suffix and set(suffix) != {"."}:
+        return None
+    return f"{prefix} ..."
+
+
+def omission_placeholders(text: str) -> list[str]:
+    """Shorthand like "(rest of methods ...)" that stands for code instead of being code."""
+    found = (_placeholder(line) for line in text.replace("\r\n", "\n").split("\n"))
+    return [placeholder for placeholder in found if placeholder]
+
+
+@dataclass
+class Replacement:
+    new_content: str
+    occurrences: int
+    old: str
+    new: str
+    strategy: str = ""
+    match_ranges: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _exact(current: str, old: str, new: str, allow_multiple: bool) -> Replacement | None:
+    occurrences = current.count(old)
+    if not allow_multiple and occurrences > 1:
+        return Replacement(current, occurrences, old, new)
+    if occurrences:
+        return Replacement(
+            restore_trailing_newline(current, current.replace(old, new)), occurrences, old, new
+        )
+    return None
+
+
+def _flexible(current: str, old: str, new: str, raw_new: str) -> Replacement | None:
+    lines = source_lines(current)
+    search = [js_trim(line) for line in old.split("\n")]
+    replace = new.split("\n")
+    occurrences = 0
+    index = 0
+    while index <= len(lines) - len(search):
+        window = lines[index : index + len(search)]
+        if [js_trim(line) for line in window] == search:
+            occurrences += 1
+            indentation = re.match(r"[ \t]*", window[0]).group(0)
+            text = "\n".join(apply_indentation(replace, indentation))
+            if raw_new != "" and window[-1].endswith("\n") and not text.endswith("\n"):
+                text += "\n"
+            lines[index : index + len(search)] = [text]
+        index += 1
+    if occurrences:
+        return Replacement(restore_trailing_newline(current, "".join(lines)), occurrences, old, new)
+    return None
+
+
+def _token_regex(current: str, old: str, new: str, allow_multiple: bool) -> Replacement | None:
+    processed = old
+    for delimiter in _REGEX_DELIMITERS:
+        processed = processed.replace(delimiter, f" {delimiter} ")
+    tokens = [token for token in re.split(_JS_WS_CLASS + "+", processed) if token]
+    if not tokens:
+        return None
+    body = (_JS_WS_CLASS + "*").join(re.escape(token) for token in tokens)
+    pattern = re.compile(r"(?:^|(?<=[\r\u2028\u2029]))([ \t]*)" + body, re.MULTILINE)
+    occurrences = sum(1 for _ in pattern.finditer(current))
+    if not occurrences:
+        return None
+    new_lines = new.split("\n")
+    modified = pattern.sub(
+        lambda match: "\n".join(apply_indentation(new_lines, match.group(1) or "")),
+        current,
+        count=0 if allow_multiple else 1,
+    )
+    return Replacement(restore_trailing_newline(current, modified), occurrences, old, new)
+
+
+def _strip_whitespace(text: str) -> str:
+    return re.sub(_JS_WS_CLASS, "", text)
+
+
+def _fuzzy(current: str, raw_old: str, old: str, new: str) -> Replacement | None:
+    if len(raw_old) < FUZZY_MIN_LENGTH:
+        return None
+    lines = source_lines(current)
+    search = [line.rstrip(JS_WHITESPACE) for line in source_lines(old)]
+    if len(lines) * len(raw_old) ** 2 > FUZZY_COMPLEXITY_LIMIT or not search:
+        return None
+    count = len(search)
+    block = "\n".join(search)
+    if not block:
+        return None
+    block_stripped = _strip_whitespace(block)
+    candidates: list[tuple[float, int]] = []
+    for index in range(len(lines) - count + 1):
+        window = "\n".join(line.rstrip(JS_WHITESPACE) for line in lines[index : index + count])
+        if (
+            abs(len(window) - len(block)) / len(block)
+            > FUZZY_MATCH_THRESHOLD / WHITESPACE_PENALTY_FACTOR
+        ):
+            continue
+        raw_distance = Levenshtein.distance(window, block)
+        norm_distance = Levenshtein.distance(_strip_whitespace(window), block_stripped)
+        weighted = norm_distance + (raw_distance - norm_distance) * WHITESPACE_PENALTY_FACTOR
+        score = weighted / len(block)
+        if score <= FUZZY_MATCH_THRESHOLD:
+            candidates.append((score, index))
+    if not candidates:
+        return None
+    candidates.sort()
+    selected: list[int] = []
+    for _, index in candidates:
+        if all(abs(chosen - index) >= count for chosen in selected):
+            selected.append(index)
+    ranges = sorted((index + 1, index + count) for index in selected)
+    new_lines = new.split("\n")
+    for index in sorted(selected, reverse=True):
+        indentation = re.match(r"[ \t]*", lines[index]).group(0)
+        text = "\n".join(apply_indentation(new_lines, indentation))
+        if lines[index + count - 1].endswith("\n"):
+            text += "\n"
+        lines[index : index + count] = [text]
+    return Replacement(
+        restore_trailing_newline(current, "".join(lines)), len(selected), old, new, "fuzzy", ranges
+    )
+
+
+def calculate_replacement(
+    current: str, old_string: str, new_string: str, allow_multiple: bool
+) -> Replacement:
+    """calculateReplacement: the first strategy that finds the text wins."""
+    old = old_string.replace("\r\n", "\n")
+    new = new_string.replace("\r\n", "\n")
+    if old == "":
+        return Replacement(current, 0, old, new)
+    found = (
+        _exact(current, old, new, allow_multiple)
+        or _flexible(current, old, new, new_string)
+        or _token_regex(current, old, new, allow_multiple)
+        or _fuzzy(current, old_string, old, new)
+    )
+    return found or Replacement(current, 0, old, new)
+
+
+def fuzzy_feedback(replacement: Replacement) -> str | None:
+    if replacement.strategy != "fuzzy" or not replacement.match_ranges:
+        return None
+    ranges = ", ".join(
+        f"{start}" if start == end else f"{start}-{end}" for start, end in replacement.match_ranges
+    )
+    plural = "s" if len(replacement.match_ranges) > 1 else ""
+    return f"Applied fuzzy match at line{plural} {ranges}."
 
 
 @dataclass
 class EditPlan:
     target: Target
-    current: str  # "" for a new file; line endings normalised to \n
+    current: str | None  # None for a new file; line endings normalised to \n
     new_content: str
     occurrences: int
     is_new: bool
     crlf: bool
+    replacement: Replacement | None = None
 
 
 class ReplaceTool(FileTool):
@@ -46,107 +268,22 @@ class ReplaceTool(FileTool):
     aliases = ()
     arg_aliases = {"path": "file_path"}
     kind = ToolKind.EDIT
-    description = (
-        "Replaces text within a file. By default, the tool expects to find and replace "
-        "exactly ONE occurrence of `old_string`. If you want to replace multiple occurrences "
-        "of the exact same string, set `allow_multiple` to true. This tool requires providing "
-        "significant context around the change to ensure precise targeting. Always use the "
-        "read_file tool to examine the file's current content before attempting a text "
-        "replacement.\n      \n"
-        "      The user has the ability to modify the `new_string` content. If modified, this "
-        "will be stated in the response.\n      \n"
-        "      Expectation for required parameters:\n"
-        "      1. `old_string` MUST be the exact literal text to replace (including all "
-        "whitespace, indentation, newlines, and surrounding code etc.).\n"
-        "      2. `new_string` MUST be the exact literal text to replace `old_string` with "
-        "(also including all whitespace, indentation, newlines, and surrounding code etc.). "
-        "Ensure the resulting code is correct and idiomatic and that `old_string` and "
-        "`new_string` are different.\n"
-        "      3. `instruction` is the detailed instruction of what needs to be changed. It is "
-        "important to Make it specific and detailed so developers or large language models "
-        "can understand what needs to be changed and perform the changes on their own if "
-        "necessary. \n"
-        "      4. NEVER escape `old_string` or `new_string`, that would break the exact "
-        "literal text requirement.\n"
-        "      **Important:** If ANY of the above are not satisfied, the tool will fail. "
-        "CRITICAL for `old_string`: Must uniquely identify the instance(s) to change. Include "
-        "at least 3 lines of context BEFORE and AFTER the target text, matching whitespace "
-        "and indentation precisely. If this string matches multiple locations and "
-        "`allow_multiple` is not true, the tool will fail.\n"
-        "      5. Prefer to break down complex and long changes into multiple smaller atomic "
-        "calls to this tool. Always check the content of the file after changes or not "
-        "finding a string to match.\n"
-        "      **Multiple replacements:** Set `allow_multiple` to true if you want to replace "
-        "ALL occurrences that match `old_string` exactly."
-    )
-    parameters = {
-        "type": "object",
-        "properties": {
-            "file_path": {"description": "The path to the file to modify.", "type": "string"},
-            "instruction": {
-                "description": (
-                    "A clear, semantic instruction for the code change, acting as a "
-                    "high-quality prompt for an expert LLM assistant. It must be "
-                    "self-contained and explain the goal of the change.\n\n"
-                    "A good instruction should concisely answer:\n"
-                    '1.  WHY is the change needed? (e.g., "To fix a bug where users can be '
-                    'null...")\n'
-                    '2.  WHERE should the change happen? (e.g., "...in the '
-                    "'renderUserProfile' function...\")\n"
-                    '3.  WHAT is the high-level change? (e.g., "...add a null check for the '
-                    "'user' object...\")\n"
-                    '4.  WHAT is the desired outcome? (e.g., "...so that it displays a '
-                    'loading spinner instead of crashing.")\n\n'
-                    "**GOOD Example:** \"In the 'calculateTotal' function, correct the sales "
-                    "tax calculation by updating the 'taxRate' constant from 0.05 to 0.075 to "
-                    'reflect the new regional tax laws."\n\n'
-                    "**BAD Examples:**\n"
-                    '- "Change the text." (Too vague)\n'
-                    '- "Fix the bug." (Doesn\'t explain the bug or the fix)\n'
-                    '- "Replace the line with this new line." (Brittle, just repeats the '
-                    "other parameters)\n"
-                ),
-                "type": "string",
-            },
-            "old_string": {
-                "description": (
-                    "The exact literal text to replace, preferably unescaped. For single "
-                    "replacements (default), include at least 3 lines of context BEFORE and "
-                    "AFTER the target text, matching whitespace and indentation precisely. If "
-                    "this string is not the exact literal text (i.e. you escaped it) or does "
-                    "not match exactly, the tool will fail."
-                ),
-                "type": "string",
-            },
-            "new_string": {
-                "description": (
-                    "The exact literal text to replace `old_string` with, preferably "
-                    "unescaped. Provide the EXACT text. Ensure the resulting code is correct "
-                    "and idiomatic. Do not use omission placeholders like '(rest of methods "
-                    "...)', '...', or 'unchanged code'; provide exact literal code."
-                ),
-                "type": "string",
-            },
-            "allow_multiple": {
-                "type": "boolean",
-                "description": (
-                    "If true, the tool will replace all occurrences of `old_string`. If false "
-                    "(default), it will only succeed if exactly one occurrence is found."
-                ),
-            },
-        },
-        "required": ["file_path", "old_string", "new_string"],
-    }
+    # Declared required as gemini-cli does; calls without it (the REST API's) still run.
+    lenient_required = ("instruction",)
 
     def check(self, args: dict, ctx: ToolContext) -> str | None:
-        if not args["file_path"].strip():
+        if not args["file_path"]:
             return "The 'file_path' parameter must be non-empty."
         problem = check_path(ctx, args["file_path"])
         if problem:
             return problem
-        size = len(encode_for_edit(args["new_string"]))
-        if size > max_file_bytes():
-            return size_limit_failure(args["file_path"], size, "Content size").message
+        old_placeholders = set(omission_placeholders(args["old_string"]))
+        for placeholder in omission_placeholders(args["new_string"]):
+            if placeholder not in old_placeholders:
+                return (
+                    "`new_string` contains an omission placeholder (for example 'rest of "
+                    "methods ...'). Provide exact literal replacement text."
+                )
         return None
 
     def describe(self, args: dict, ctx: ToolContext) -> str:
@@ -154,24 +291,22 @@ class ReplaceTool(FileTool):
         old, new = args.get("old_string", ""), args.get("new_string", "")
         if old == "":
             return f"Create {path}"
-        if old == new:
-            return f"No file changes to {path}"
 
         def snippet(text: str) -> str:
             return text.split("\n")[0][:30] + ("..." if len(text) > 30 else "")
 
+        if old == new:
+            return f"No file changes to {path}"
         return f"{path}: {snippet(old)} => {snippet(new)}"
 
     def plan(self, args: dict, ctx: ToolContext) -> EditPlan:
-        """gemini-cli's calculateEdit, with exact matching only; raises ToolFailure."""
+        """gemini-cli's calculateEdit; raises ToolFailure with its texts."""
         target = target_of(args["file_path"])
         ws = workspace_of(ctx)
-        old = args["old_string"].replace("\r\n", "\n")
-        new = args["new_string"].replace("\r\n", "\n")
         shown = target.virtual
         if not ws.exists(target.relative):
-            if old == "":
-                return EditPlan(target, "", new, 1, True, False)
+            if args["old_string"] == "":
+                return EditPlan(target, None, args["new_string"], 1, True, False)
             raise ToolFailure(
                 f"File not found: {shown}",
                 "File not found. Cannot apply edit. Use an empty old_string to create a new file.",
@@ -179,39 +314,45 @@ class ReplaceTool(FileTool):
         raw = decode_for_edit(read_limited(ws, target.relative, shown))
         crlf = "\r\n" in raw
         current = raw.replace("\r\n", "\n")
-        if old == "":
+        if args["old_string"] == "":
             raise ToolFailure(
                 f"File already exists, cannot create: {shown}",
                 "Failed to edit. Attempted to create a file that already exists.",
             )
-        occurrences = current.count(old)
-        if occurrences == 0:
+        allow_multiple = bool(args.get("allow_multiple"))
+        replacement = calculate_replacement(
+            current, args["old_string"], args["new_string"], allow_multiple
+        )
+        raw_path = args["file_path"]
+        if replacement.occurrences == 0:
             raise ToolFailure(
-                f"Failed to edit, 0 occurrences found for old_string in {shown}. Ensure you're "
+                f"Failed to edit, 0 occurrences found for old_string in {raw_path}. Ensure you're "
                 "not escaping content incorrectly and check whitespace, indentation, and "
                 "context. Use read_file tool to verify.",
                 "Failed to edit, could not find the string to replace.",
             )
-        if occurrences > 1 and not args.get("allow_multiple"):
+        if not allow_multiple and replacement.occurrences != 1:
             raise ToolFailure(
-                f"Failed to edit, Expected 1 occurrence but found {occurrences} for old_string "
-                f"in file: {shown}",
-                f"Failed to edit, expected 1 occurrence but found {occurrences}.",
+                f"Failed to edit, Expected 1 occurrence but found {replacement.occurrences} for "
+                f"old_string in file: {raw_path}. If you intended to replace multiple "
+                "occurrences, set 'allow_multiple' to true.",
+                f"Failed to edit, expected 1 occurrence but found {replacement.occurrences}.",
             )
-        if old == new:
+        if replacement.old == replacement.new:
             raise ToolFailure(
                 "No changes to apply. The old_string and new_string are identical in file: "
-                f"{shown}",
+                f"{raw_path}",
                 "No changes to apply. The old_string and new_string are identical.",
             )
-        new_content = current.replace(old, new)
-        if new_content == current:
-            raise ToolFailure(
-                "No changes to apply. The new content is identical to the current content in "
-                f"file: {shown}",
-                "No changes to apply. The new content is identical to the current content.",
-            )
-        return EditPlan(target, current, new_content, occurrences, False, crlf)
+        return EditPlan(
+            target,
+            current,
+            replacement.new_content,
+            replacement.occurrences,
+            False,
+            crlf,
+            replacement,
+        )
 
     def confirmation_details(self, args: dict, ctx: ToolContext) -> dict:
         try:
@@ -221,25 +362,28 @@ class ReplaceTool(FileTool):
         return {
             "type": "edit",
             "filePath": plan.target.virtual,
-            "diff": unified_diff(plan.target.relative, plan.current, plan.new_content),
+            "diff": unified_diff(plan.target.relative, plan.current or "", plan.new_content),
             "isNewFile": plan.is_new,
         }
 
     def work(self, args: dict, ctx: ToolContext) -> ToolResult:
         plan = self.plan(args, ctx)
-        content = plan.new_content.replace("\n", "\r\n") if plan.crlf else plan.new_content
+        final = plan.new_content.replace("\n", "\r\n") if plan.crlf else plan.new_content
         write_bytes(
-            workspace_of(ctx), plan.target.relative, encode_for_edit(content), plan.target.virtual
+            workspace_of(ctx), plan.target.relative, encode_for_edit(final), plan.target.virtual
         )
+        shown = plan.target.virtual
         if plan.is_new:
-            return ToolResult(
-                output=f"Created new file: {plan.target.virtual} with provided content.",
-                display=f"Created {plan.target.relative}",
-            )
-        return ToolResult(
-            output=(
-                f"Successfully modified file: {plan.target.virtual} "
-                f"({plan.occurrences} replacements)."
-            ),
-            display=f"Edited {plan.target.relative} ({plural(plan.occurrences, 'replacement')})",
-        )
+            head = f"Created new file: {shown} with provided content."
+            display = f"Created {plan.target.relative}"
+        else:
+            head = f"Successfully modified file: {shown} ({plan.occurrences} replacements)."
+            display = f"Edited {plan.target.relative} ({plan.occurrences} replacements)"
+        parts = [
+            head,
+            f"Here is the updated code:\n{diff_context_snippet(plan.current or '', final, 5)}",
+        ]
+        feedback = fuzzy_feedback(plan.replacement) if plan.replacement else None
+        if feedback:
+            parts.append(feedback)
+        return ToolResult(output=" ".join(parts), display=display)

@@ -1,4 +1,5 @@
-"""The glob tool: files matching a glob pattern, newest first."""
+"""The glob tool (gemini-cli tools/glob.ts): files matching a glob pattern, those changed in the
+last 24 hours first (newest first), then the rest in alphabetical order."""
 
 from __future__ import annotations
 
@@ -7,13 +8,10 @@ import time
 
 from sessions_app.workspace import PathRefused, Workspace
 
-from .base import (
-    ToolContext,
-    ToolKind,
-    ToolResult,
-)
+from .base import ToolContext, ToolKind, ToolResult
 from .fs import (
     FileTool,
+    collation_key,
     glob_escape,
     glob_regex,
     pattern_relative,
@@ -22,6 +20,9 @@ from .fs import (
     walk_files,
     workspace_of,
 )
+from .ignore import FileFilter
+
+RECENCY_THRESHOLD_SECONDS = 24 * 60 * 60
 
 
 def _lexists(ws: Workspace, relative: str) -> bool:
@@ -31,43 +32,34 @@ def _lexists(ws: Workspace, relative: str) -> bool:
         return False
 
 
+def sort_file_entries(found: list[tuple[str, float]], now: float) -> list[tuple[str, float]]:
+    """sortFileEntries: recent files newest first, then older ones by path."""
+    recent = sorted(
+        (f for f in found if now - f[1] < RECENCY_THRESHOLD_SECONDS), key=lambda f: -f[1]
+    )
+    older = sorted(
+        (f for f in found if now - f[1] >= RECENCY_THRESHOLD_SECONDS),
+        key=lambda f: collation_key(f[0]),
+    )
+    return recent + older
+
+
 class GlobTool(FileTool):
     name = "glob"
     display_name = "FindFiles"
     aliases = ("findFiles",)
     arg_aliases = {"path": "dir_path"}
     kind = ToolKind.READ
-    description = (
-        "Efficiently finds files matching specific glob patterns (e.g., `src/**/*.ts`, "
-        "`**/*.md`), returning absolute paths sorted by modification time (newest first). "
-        "Ideal for quickly locating files based on their name or path structure, especially "
-        "in large codebases."
-    )
-    parameters = {
-        "type": "object",
-        "properties": {
-            "pattern": {
-                "description": "The glob pattern to match against (e.g., '**/*.py', 'docs/*.md').",
-                "type": "string",
-            },
-            "dir_path": {
-                "description": (
-                    "Optional: The absolute path to the directory to search within. If "
-                    "omitted, searches the root directory."
-                ),
-                "type": "string",
-            },
-            "case_sensitive": {
-                "description": (
-                    "Optional: Whether the search should be case-sensitive. Defaults to false."
-                ),
-                "type": "boolean",
-            },
-        },
-        "required": ["pattern"],
-    }
 
     def check(self, args: dict, ctx: ToolContext) -> str | None:
+        problem = search_dir_problem(
+            ctx,
+            args.get("dir_path") or ".",
+            "Search path does not exist {path}",
+            "Search path is not a directory: {path}",
+        )
+        if problem:
+            return problem
         if not args["pattern"].strip():
             return "The 'pattern' parameter cannot be empty."
         if args["pattern"].startswith("/"):
@@ -75,12 +67,7 @@ class GlobTool(FileTool):
                 pattern_relative(args["pattern"])
             except PathRefused as refused:
                 return str(refused)
-        return search_dir_problem(
-            ctx,
-            args.get("dir_path") or ".",
-            "Search path does not exist {path}",
-            "Search path is not a directory: {path}",
-        )
+        return None
 
     def describe(self, args: dict, ctx: ToolContext) -> str:
         text = f"'{args.get('pattern', '')}'"
@@ -91,7 +78,7 @@ class GlobTool(FileTool):
     def work(self, args: dict, ctx: ToolContext) -> ToolResult:
         pattern = args["pattern"]
         ws = workspace_of(ctx)
-        search = target_of(args.get("dir_path") or ".")
+        search = target_of(ws.real_dir(args.get("dir_path") or "."))
         # An absolute pattern is matched against workspace-relative paths, a relative one
         # against paths relative to the search directory.
         from_root = pattern.startswith("/")
@@ -101,26 +88,28 @@ class GlobTool(FileTool):
             glob_text = glob_escape(glob_text)
         matcher = glob_regex(glob_text, bool(args.get("case_sensitive")))
 
-        found: list[tuple[str, float]] = []
+        found: dict[str, tuple[str, float]] = {}
         for walked in walk_files(ws, search.relative):
             candidate = walked.relative if from_root else walked.path
             if matcher.fullmatch(candidate):
-                found.append((walked.virtual, walked.stat.st_mtime))
-        if not found:
-            return ToolResult(
-                output=f'No files found matching pattern "{pattern}" within {search.virtual}',
-                display="No files found",
-            )
+                found[walked.relative] = (walked.virtual, walked.stat.st_mtime)
+        kept, ignored = FileFilter(ws).filter(
+            list(found),
+            respect_git=args.get("respect_git_ignore", True),
+            respect_gemini=args.get("respect_gemini_ignore", True),
+        )
+        if not kept:
+            message = f'No files found matching pattern "{pattern}" within {search.virtual}'
+            if ignored:
+                message += f" ({ignored} files were ignored)"
+            return ToolResult(output=message, display="No files found")
 
-        # gemini-cli: files changed within a day first (newest first), then the rest by path.
-        recent_after = time.time() - 24 * 60 * 60
-        recent = sorted((f for f in found if f[1] > recent_after), key=lambda f: -f[1])
-        older = sorted((f for f in found if f[1] <= recent_after), key=lambda f: f[0])
-        listing = "\n".join(virtual for virtual, _ in recent + older)
+        entries = sort_file_entries([found[relative] for relative in kept], time.time())
+        message = f'Found {len(entries)} file(s) matching "{pattern}" within {search.virtual}'
+        if ignored:
+            message += f" ({ignored} additional files were ignored)"
+        listing = "\n".join(virtual for virtual, _ in entries)
         return ToolResult(
-            output=(
-                f'Found {len(found)} file(s) matching "{pattern}" within {search.virtual}, '
-                f"sorted by modification time (newest first):\n{listing}"
-            ),
-            display=f"Found {len(found)} matching file(s)",
+            output=f"{message}, sorted by modification time (newest first):\n{listing}",
+            display=f"Found {len(entries)} matching file(s)",
         )

@@ -1,23 +1,12 @@
-"""The list_directory tool: a directory's entries, directories first."""
+"""The list_directory tool (gemini-cli tools/ls.ts): a directory's entries, directories first."""
 
 from __future__ import annotations
 
 import re
 
-from .base import (
-    ToolContext,
-    ToolKind,
-    ToolResult,
-    tool_error,
-)
-from .fs import (
-    WALK_EXCLUDED_DIRS,
-    FileTool,
-    check_path,
-    os_failure,
-    target_of,
-    workspace_of,
-)
+from .base import ToolContext, ToolKind, ToolResult, tool_error
+from .fs import FileTool, check_path, collation_key, node_error, target_of, workspace_of
+from .ignore import FileFilter
 
 
 def _ignore_regex(pattern: str) -> re.Pattern[str]:
@@ -32,22 +21,6 @@ class ListDirectoryTool(FileTool):
     aliases = ("listDirectory",)
     arg_aliases = {"path": "dir_path", "directory": "dir_path"}
     kind = ToolKind.READ
-    description = (
-        "Lists the names of files and subdirectories directly within a specified directory "
-        "path. Can optionally ignore entries matching provided glob patterns."
-    )
-    parameters = {
-        "type": "object",
-        "properties": {
-            "dir_path": {"description": "The path to the directory to list", "type": "string"},
-            "ignore": {
-                "description": "List of glob patterns to ignore",
-                "items": {"type": "string"},
-                "type": "array",
-            },
-        },
-        "required": ["dir_path"],
-    }
 
     def check(self, args: dict, ctx: ToolContext) -> str | None:
         return check_path(ctx, args["dir_path"])
@@ -57,48 +30,52 @@ class ListDirectoryTool(FileTool):
 
     def work(self, args: dict, ctx: ToolContext) -> ToolResult:
         target = target_of(args["dir_path"])
+        ws = workspace_of(ctx)
         try:
-            listed = workspace_of(ctx).listdir(target.relative)
-        except FileNotFoundError:
-            return tool_error(
-                f"Error: Directory not found or inaccessible: {target.virtual}",
-                "Error: Directory not found or inaccessible.",
-            )
+            listed = ws.listdir(target.relative)
         except NotADirectoryError:
             return tool_error(
                 f"Error: Path is not a directory: {target.virtual}",
                 "Error: Path is not a directory.",
             )
         except OSError as exc:
-            failure = os_failure("listing directory", target.virtual, exc)
-            return tool_error(failure.message, "Error: Failed to list directory.")
+            syscall = "stat" if isinstance(exc, FileNotFoundError) else "scandir"
+            return tool_error(
+                f"Error listing directory: {node_error(exc, syscall, target.virtual)}",
+                "Error: Failed to list directory.",
+            )
         if not listed:
             return ToolResult(
                 output=f"Directory {target.virtual} is empty.", display="Directory is empty."
             )
 
+        options = args.get("file_filtering_options") or {}
+        prefix = f"{target.relative}/" if target.relative else ""
+        by_path = {prefix + entry.name: entry for entry in listed}
+        kept, ignored = FileFilter(ws).filter(
+            list(by_path),
+            respect_git=options.get("respect_git_ignore", True),
+            respect_gemini=options.get("respect_gemini_ignore", True),
+        )
         ignores = [_ignore_regex(p) for p in args.get("ignore") or []]
         entries: list[tuple[bool, str, str]] = []
-        ignored = 0
-        for entry in listed:
+        for path in kept:
+            entry = by_path[path]
             name = entry.name
-            if name in WALK_EXCLUDED_DIRS and entry.is_dir:
-                ignored += 1
-                continue
             if any(rx.match(name) for rx in ignores):
                 continue
             if entry.link == "outside":
                 entries.append((False, name, f"{name} (symlink to outside the workspace)"))
             elif entry.stat is None:
-                entries.append((False, name, f"{name} (broken symlink)"))
+                continue  # a broken link: stat fails, and gemini-cli leaves the entry out
             elif entry.is_dir:
                 entries.append((True, name, f"[DIR] {name}"))
             else:
                 entries.append((False, name, f"{name} ({entry.stat.st_size} bytes)"))
-        entries.sort(key=lambda entry: (not entry[0], entry[1].lower(), entry[1]))
+        entries.sort(key=lambda entry: (not entry[0], collation_key(entry[1])))
 
         output = f"Directory listing for {target.virtual}:\n" + "\n".join(e[2] for e in entries)
-        display = f"Listed {len(entries)} item(s)."
+        display = f"Found {len(entries)} item(s)."
         if ignored:
             output += f"\n\n({ignored} ignored)"
             display += f" ({ignored} ignored)"

@@ -72,26 +72,6 @@ class SaveMemoryTool(FileTool):
     aliases = ("saveMemory",)
     arg_aliases = {"text": "fact"}
     kind = ToolKind.EDIT
-    description = (
-        "\nSaves concise user context (preferences, facts) for use across future sessions.\n\n"
-        f"Facts are appended to the workspace's {MEMORY_FILENAME} under the "
-        f'"{MEMORY_SECTION_HEADER}" section. Use for "Remember X" or clear personal facts, '
-        "and for facts specific to the current workspace.\n\n"
-        "Do NOT use for session-specific context or temporary data."
-    )
-    parameters = {
-        "type": "object",
-        "properties": {
-            "fact": {
-                "type": "string",
-                "description": (
-                    "The specific fact or piece of information to remember. Should be a "
-                    "clear, self-contained statement."
-                ),
-            },
-        },
-        "required": ["fact"],
-    }
 
     def check(self, args: dict, ctx: ToolContext) -> str | None:
         if not args["fact"].strip():

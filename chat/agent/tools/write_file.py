@@ -1,4 +1,5 @@
-"""The write_file tool: a file's whole new content, with a diff to confirm."""
+"""The write_file tool (gemini-cli tools/write-file.ts): a file's whole new content, with a diff
+to confirm and the changed region in the success text."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from .base import (
     ToolKind,
     ToolResult,
 )
+from .edit import omission_placeholders
 from .fs import (
     FileTool,
     Target,
     ToolFailure,
     check_path,
     decode_for_edit,
-    diff_context_snippet,
     edit_details_error,
     encode_for_edit,
     max_file_bytes,
@@ -30,6 +31,7 @@ from .fs import (
     workspace_of,
     write_bytes,
 )
+from .textdiff import diff_context_snippet
 
 
 @dataclass
@@ -46,26 +48,6 @@ class WriteFileTool(FileTool):
     aliases = ("writeFile",)
     arg_aliases = {"path": "file_path"}
     kind = ToolKind.EDIT
-    description = (
-        "Writes content to a specified file in the local filesystem.\n\n"
-        "      The user has the ability to modify `content`. If modified, this will be "
-        "stated in the response."
-    )
-    parameters = {
-        "type": "object",
-        "properties": {
-            "file_path": {"description": "The path to the file to write to.", "type": "string"},
-            "content": {
-                "description": (
-                    "The content to write to the file. Do not use omission placeholders like "
-                    "'(rest of methods ...)', '...', or 'unchanged code'; provide complete "
-                    "literal content."
-                ),
-                "type": "string",
-            },
-        },
-        "required": ["file_path", "content"],
-    }
 
     def check(self, args: dict, ctx: ToolContext) -> str | None:
         if not args["file_path"]:
@@ -79,6 +61,11 @@ class WriteFileTool(FileTool):
         size = len(encode_for_edit(args["content"]))
         if size > max_file_bytes():
             return size_limit_failure(target.virtual, size, "Content size").message
+        if omission_placeholders(args["content"]):
+            return (
+                "`content` contains an omission placeholder (for example 'rest of methods "
+                "...'). Provide complete file content."
+            )
         return None
 
     def describe(self, args: dict, ctx: ToolContext) -> str:

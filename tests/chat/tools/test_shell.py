@@ -1,7 +1,8 @@
-"""run_shell_command: gemini-cli's result format and the bubblewrap sandbox around it."""
+"""run_shell_command: gemini-cli's result format (tools/shell.ts) and the bubblewrap sandbox."""
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import uuid
 import pytest
 
 from chat.agent.tools import tool_catalog, tool_declarations, tool_lookup
-from chat.agent.tools.shell import root_commands
+from chat.agent.tools.shell import background_stop, root_commands
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
 
@@ -22,11 +23,18 @@ def sandboxed(settings):
     settings.SHELL_TIMEOUT_SECONDS = 30
 
 
+def without_pgid(text: str) -> str:
+    """The result without its last line, which must be the process group's id."""
+    body, _, last = text.rpartition("\n")
+    assert re.fullmatch(r"Process Group PGID: \d+", last), text
+    return body
+
+
 @needs_bwrap
 async def test_output_and_file_written_into_the_workspace(call, ws, sandboxed):
     result = await call("run_shell_command", command="echo hello > made.txt && cat made.txt && pwd")
-    assert result.output == "Output: hello\n/workspace"
-    assert result.display == "Command completed."
+    assert without_pgid(result.output) == "Output: hello\n/workspace"
+    assert result.display == "hello\n/workspace"
     assert (ws / "made.txt").read_text() == "hello\n"
 
 
@@ -34,10 +42,33 @@ async def test_output_and_file_written_into_the_workspace(call, ws, sandboxed):
 async def test_non_zero_exit_code_is_reported(call, sandboxed):
     result = await call("run_shell_command", command="echo oops >&2; exit 3")
     assert result.ok
-    assert result.output == "Output: oops\nExit Code: 3"
-    assert result.display == "Command exited with code: 3"
+    assert without_pgid(result.output) == "Output: oops\nExit Code: 3"
     empty = await call("run_shell_command", command="true")
-    assert empty.output == "Output: (empty)"
+    assert without_pgid(empty.output) == "Output: (empty)"
+    silent = await call("run_shell_command", command="exit 4")
+    assert silent.display == "Command exited with code: 4"
+
+
+@needs_bwrap
+async def test_ansi_sequences_are_stripped_and_output_trimmed(call, sandboxed):
+    result = await call("run_shell_command", command="printf '\\033[31mred\\033[0m\\n\\n  '")
+    assert without_pgid(result.output) == "Output: red"
+
+
+async def test_command_substitution_is_blocked(call, settings):
+    """shell.ts execute: detectCommandSubstitution, answered as output, not as an error."""
+    settings.SHELL_SANDBOX = "none"
+    for command in ("echo $(whoami)", "echo `id`", "diff <(ls) <(ls -a)", 'bash -c "echo $(id)"'):
+        result = await call("run_shell_command", command=command)
+        assert result.ok
+        assert result.output == (
+            "Command injection detected: command substitution syntax ($(), backticks, <() or "
+            ">()) found in command arguments. On PowerShell, @() array subexpressions and $() "
+            "subexpressions are also blocked. This is a security risk and the command was "
+            "blocked."
+        )
+    quoted = await call("run_shell_command", command="echo '$(not run)'")
+    assert without_pgid(quoted.output) == "Output: $(not run)"
 
 
 @needs_bwrap
@@ -106,7 +137,7 @@ async def test_writes_outside_the_workspace_fail_or_vanish(call, sandboxed):
         command=f"touch /usr/{marker}; touch /tmp/{marker} && ls /tmp",
     )
     assert f"touch: cannot touch '/usr/{marker}': Read-only file system" in result.output
-    assert marker in result.output.splitlines()[-1]
+    assert marker in without_pgid(result.output).splitlines()[-1]
     assert not os.path.exists(f"/usr/{marker}")
     assert not os.path.exists(f"/tmp/{marker}")
 
@@ -116,42 +147,80 @@ async def test_server_environment_does_not_leak(call, sandboxed, monkeypatch):
     monkeypatch.setenv("SECRET_PROBE", "hunter2")
     result = await call("run_shell_command", command="env | sort; echo ${SECRET_PROBE:-unset}")
     assert "hunter2" not in result.output
-    assert result.output == (
-        "Output: HOME=/workspace\nLANG=C.UTF-8\nPATH=/usr/local/bin:/usr/bin:/bin\n"
-        "PWD=/workspace\nSHLVL=1\nTERM=dumb\n_=/usr/bin/env\nunset"
+    assert without_pgid(result.output) == (
+        "Output: GEMINI_CLI=1\nGIT_PAGER=cat\nHOME=/workspace\nLANG=C.UTF-8\nPAGER=cat\n"
+        "PATH=/usr/local/bin:/usr/bin:/bin\nPWD=/workspace\nSHLVL=1\nTERM=xterm-256color\n"
+        "_=/usr/bin/env\nunset"
     )
 
 
 @needs_bwrap
 async def test_sandbox_has_no_capabilities(call, sandboxed):
     result = await call("run_shell_command", command="grep CapEff /proc/self/status")
-    assert result.output == "Output: CapEff:\t0000000000000000"
+    assert without_pgid(result.output) == "Output: CapEff:\t0000000000000000"
 
 
 @needs_bwrap
-async def test_timeout_kills_the_command(call, settings):
+async def test_a_silent_command_stops_after_the_inactivity_timeout(call, settings):
+    """shell.ts: the timeout restarts with every output; it is "minutes without output"."""
     settings.SHELL_SANDBOX = "bwrap"
-    settings.SHELL_TIMEOUT_SECONDS = 1
+    settings.SHELL_INACTIVITY_TIMEOUT_SECONDS = 1
     marker = f"{uuid.uuid4().int % 1000}.{uuid.uuid4().int % 1000 + 1000}"
     started = time.monotonic()
     result = await call("run_shell_command", command=f"echo started; sleep {marker}0")
     assert time.monotonic() - started < 6
     assert result.output == (
-        "Command was automatically cancelled because it exceeded the timeout of 1 seconds. "
-        "Below is the output before it was cancelled:\nstarted"
+        "Command was automatically cancelled because it exceeded the timeout of 0.0 minutes "
+        "without output. Below is the output before it was cancelled:\nstarted"
     )
-    assert result.display == "Command timed out after 1 seconds."
     await _assert_no_process(f"sleep {marker}0")
 
 
 @needs_bwrap
-async def test_background_processes_do_not_outlive_the_command(call, sandboxed):
+async def test_output_keeps_a_command_alive_until_the_hard_cap(call, settings):
+    settings.SHELL_SANDBOX = "bwrap"
+    settings.SHELL_INACTIVITY_TIMEOUT_SECONDS = 1
+    settings.SHELL_TIMEOUT_SECONDS = 2.5
+    started = time.monotonic()
+    result = await call(
+        "run_shell_command", command="for i in 1 2 3 4 5 6 7 8; do echo tick; sleep 0.5; done"
+    )
+    elapsed = time.monotonic() - started
+    assert 2 < elapsed < 6
+    assert result.output.startswith(
+        "Command was automatically cancelled because it exceeded the server's time limit of "
+        "2.5 seconds. Below is the output before it was cancelled:\ntick\ntick"
+    )
+
+
+@needs_bwrap
+async def test_background_processes_are_listed_and_do_not_outlive_the_command(call, sandboxed):
     marker = f"{uuid.uuid4().int % 1000}.{uuid.uuid4().int % 1000 + 2000}"
     started = time.monotonic()
     result = await call("run_shell_command", command=f"sleep {marker}0 & echo spawned")
     assert time.monotonic() - started < 5
-    assert result.output == "Output: spawned"
+    assert re.fullmatch(
+        r"Output: spawned\nBackground PIDs: \d+\nProcess Group PGID: \d+", result.output
+    )
     await _assert_no_process(f"sleep {marker}0")
+
+
+@needs_bwrap
+async def test_is_background_leaves_a_server_running(call, ctx, sandboxed):
+    marker = f"{uuid.uuid4().int % 1000}.{uuid.uuid4().int % 1000 + 4000}"
+    result = await call(
+        "run_shell_command", command=f"echo serving; sleep {marker}0", is_background=True
+    )
+    assert re.fullmatch(
+        r"Command is running in background\. PID: \d+\. Initial output:\nserving\n",
+        result.output,
+    )
+    found = subprocess.run(["pgrep", "-f", f"sleep {marker}0"], capture_output=True, check=False)
+    assert found.returncode == 0
+    await background_stop(ctx.session_id)
+    await _assert_no_process(f"sleep {marker}0")
+    quick = await call("run_shell_command", command="echo done", is_background=True)
+    assert without_pgid(quick.output) == "Output: done"
 
 
 async def _assert_no_process(pattern: str) -> None:
@@ -167,17 +236,33 @@ async def _assert_no_process(pattern: str) -> None:
 async def test_dir_path_runs_in_a_workspace_subdirectory(call, ws, sandboxed):
     (ws / "sub").mkdir()
     result = await call("run_shell_command", command="pwd", dir_path="sub")
-    assert result.output == "Output: /workspace/sub"
+    assert without_pgid(result.output) == "Output: /workspace/sub"
     missing = await call("run_shell_command", command="pwd", dir_path="nope")
     assert missing.error == "Directory does not exist or is not a directory: /workspace/nope"
 
 
 @needs_bwrap
-async def test_huge_output_is_cut_for_the_model(call, sandboxed):
-    result = await call("run_shell_command", command="head -c 3000000 /dev/zero | tr '\\0' a")
-    assert "[output truncated: " in result.output
-    assert len(result.output) < 41_000
-    assert result.output.endswith("a" * 100)
+async def test_huge_output_is_cut_and_saved_in_the_workspace(call, ws, ctx, sandboxed):
+    """tool-executor.ts truncateOutputIfNeeded with fileUtils.ts formatTruncatedToolOutput:
+    the first 20% and the last 80% of 40,000 characters, and the full text in a file."""
+    result = await call(
+        "run_shell_command",
+        command="seq 1 20000",
+    )
+    saved = f"/workspace/.gemini/tmp/tool-outputs/session-{ctx.session_id}/"
+    header, _, rest = result.output.partition("\n")
+    assert header.startswith(
+        "Output too large. Showing first 8,000 and last 32,000 characters. For full output "
+        f"see: {saved}run_shell_command"
+    )
+    full_name = header.rsplit("/", 1)[1]
+    full = (ws / ".gemini/tmp/tool-outputs" / f"session-{ctx.session_id}" / full_name).read_text()
+    assert full.startswith("Output: 1\n2\n3\n") and "\n20000\nProcess Group PGID: " in full
+    assert rest.startswith(full[:8000] + "\n\n... [")
+    omitted = len(full) - 40_000
+    assert f"... [{omitted:,} characters omitted] ...\n\n" in rest
+    assert rest.endswith(full[-32_000:])
+    assert result.data["outputFile"].startswith(saved)
 
 
 async def test_empty_command_is_refused(call, settings):
@@ -191,21 +276,23 @@ async def test_unsandboxed_mode_runs_with_a_clean_env(call, ws, settings, monkey
     result = await call(
         "runShellCommand", command="echo ${SECRET_PROBE:-unset} $HOME; pwd; echo x > f.txt"
     )
-    assert result.output == "Output: unset /workspace\n/workspace"
+    assert without_pgid(result.output) == "Output: unset /workspace\n/workspace"
     assert (ws / "f.txt").read_text() == "x\n"
 
 
 async def test_unsandboxed_timeout_and_background_children(call, settings):
     settings.SHELL_SANDBOX = "none"
-    settings.SHELL_TIMEOUT_SECONDS = 1
+    settings.SHELL_INACTIVITY_TIMEOUT_SECONDS = 1
     started = time.monotonic()
     timed_out = await call("run_shell_command", command="sleep 10")
     assert timed_out.output == (
-        "Command was automatically cancelled because it exceeded the timeout of 1 seconds. "
-        "There was no output before it was cancelled."
+        "Command was automatically cancelled because it exceeded the timeout of 0.0 minutes "
+        "without output. There was no output before it was cancelled."
     )
     background = await call("run_shell_command", command="sleep 10 & echo spawned")
-    assert background.output == "Output: spawned"
+    assert re.fullmatch(
+        r"Output: spawned\nBackground PIDs: \d+\nProcess Group PGID: \d+", background.output
+    )
     assert time.monotonic() - started < 6
 
 
@@ -230,7 +317,7 @@ async def test_none_mode_works_without_bubblewrap(call, settings, monkeypatch):
         shutil, "which", lambda cmd, *a, **k: None if cmd == "bwrap" else real_which(cmd, *a, **k)
     )
     result = await call("run_shell_command", command="echo works")
-    assert result.output == "Output: works"
+    assert without_pgid(result.output) == "Output: works"
     assert next(e for e in tool_catalog() if e["name"] == "run_shell_command")["available"]
 
 
@@ -257,7 +344,7 @@ def test_root_commands_handles_unbalanced_quotes():
 async def test_cancelling_the_call_kills_the_command(ctx, sandboxed):
     marker = f"{uuid.uuid4().int % 1000}.{uuid.uuid4().int % 1000 + 3000}"
     task = asyncio.create_task(
-        tool_lookup("run_shell_command").execute({"command": f"sleep {marker}0"}, ctx)
+        tool_lookup("run_shell_command").run({"command": f"sleep {marker}0"}, ctx)
     )
     await asyncio.sleep(0.5)
     task.cancel()
