@@ -1,5 +1,8 @@
 """Turns stored messages into the `contents` the model sees, keeping them valid for Gemini."""
 
+# The signature gemini-cli gives a thought it writes itself (the turn before injected audio).
+SYNTHETIC_THOUGHT_SIGNATURE = "skip_thought_signature_validator"
+
 INTERRUPTED = "The tool call was interrupted before it finished; it did not run to completion."
 
 
@@ -18,9 +21,15 @@ def _function_response_ids(parts: list[dict]) -> set:
 def model_visible_parts(parts: list[dict]) -> list[dict]:
     """The parts sent back to the model: thoughts are left out, as gemini-cli does.
 
-    A function call keeps its thoughtSignature, which the model needs back verbatim.
+    A function call keeps its thoughtSignature, which the model needs back verbatim; so does the
+    synthetic model turn that precedes injected audio (gemini-cli's geminiChat.ts sends it).
     """
-    return [part for part in parts or [] if part and not part.get("thought")]
+    return [
+        part
+        for part in parts or []
+        if part
+        and (not part.get("thought") or part.get("thoughtSignature") == SYNTHETIC_THOUGHT_SIGNATURE)
+    ]
 
 
 def history_contents(messages) -> list[dict]:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 
 import aiohttp
+from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -23,7 +24,7 @@ from google.genai import errors as genai_errors
 from chat.agent import events as ev
 from chat.agent.client import GeminiNotConfigured, generate_stream, thinking_supported
 from chat.agent.events import AgentEvent
-from chat.agent.history import INTERRUPTED, parts_merge
+from chat.agent.history import INTERRUPTED, SYNTHETIC_THOUGHT_SIGNATURE, parts_merge
 from chat.agent.prompt import (
     JIT_TOOLS,
     environment_context,
@@ -82,7 +83,6 @@ LOOP_SKIPPED_TEXT = "The call was not run: the model was repeating itself (a loo
 THINKING_BUDGET_2_5 = 8192
 HEARTBEAT_SECONDS = 30
 BINARY_RECEIVED_TEXT = "Binary content received. Proceeding with analysis."
-SYNTHETIC_THOUGHT_SIGNATURE = "skip_thought_signature_validator"
 # How late a confirmation or cancel may arrive when its channel-layer message was lost.
 DECISION_POLL_SECONDS = 2
 CONFIRMATION_TIMEOUT_SECONDS = 600
@@ -302,15 +302,22 @@ class Turn:
     # Control, from transports.
 
     def abandon(self) -> None:
-        """The client left before reading anything: release a turn that never started.
+        """The client left before reading anything: release a turn that never started (or
+        start a background one, which goes on without its client).
 
-        Called from a thread when the HTTP response is closed; a turn that did start is
-        cancelled on its own event loop (its stream's cleanup does the rest).
+        Called from a thread when the HTTP response is closed.
         """
-        if self._task is None:
+        if self._task is not None:
+            return  # the stream's own cleanup cancels it, or lets a background turn go on
+        if self.background:
+            # It outlives its client: it runs now, with nobody reading but its frame log.
+            async_to_sync(self._start_detached)()
+        else:
             turn_release(session_id=self.session.id, turn_id=self.turn_id)
-        elif not self._task.done():
-            self._task.get_loop().call_soon_threadsafe(self.cancel)
+
+    async def _start_detached(self) -> None:
+        self.start()
+        self.detach()
 
     def start(self) -> None:
         if self._task is None:

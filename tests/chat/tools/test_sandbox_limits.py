@@ -39,6 +39,11 @@ for pid in kids:
 """
 
 
+def _shown(text: str) -> str:
+    """A shell result without its last line naming the process group (a number that varies)."""
+    return re.sub(r"\nProcess Group PGID: \d+(?=\n|$)", "", text or "")
+
+
 @pytest.fixture(autouse=True)
 def sandboxed(settings):
     settings.SHELL_SANDBOX = "bwrap"
@@ -50,7 +55,9 @@ async def test_commands_run_as_an_unprivileged_uid_with_a_working_home(call, ws,
         "run_shell_command",
         command="id -u; id -g; echo $HOME; echo made > ~/made.txt && mkdir -p ~/dir && ls ~",
     )
-    assert result.output == f"Output: {SANDBOX_UID}\n{SANDBOX_UID}\n/workspace\ndir\nmade.txt"
+    assert (
+        _shown(result.output) == f"Output: {SANDBOX_UID}\n{SANDBOX_UID}\n/workspace\ndir\nmade.txt"
+    )
     made = ws / "made.txt"
     # On the host: the sandbox's uid when the server is root, else the server's own.
     assert made.stat().st_uid == (settings.SANDBOX_HOST_UID if os.geteuid() == 0 else os.getuid())
@@ -74,7 +81,7 @@ async def test_files_the_server_wrote_stay_writable_for_commands(call, ws):
             "touch src/deep/new.py && cat private.txt src/deep/code.py"
         ),
     )
-    assert result.output == "Output: one\ntwo\nx = 2"
+    assert _shown(result.output) == "Output: one\ntwo\nx = 2"
     assert (ws / "src" / "deep" / "new.py").exists()
 
 
@@ -87,7 +94,7 @@ async def test_memory_limit_refuses_a_large_allocation(call, settings):
             "python3 -c \"x = bytearray(256*1024**2); print('256 MiB ok')\""
         ),
     )
-    assert result.output == "Output: MemoryError\n256 MiB ok"
+    assert _shown(result.output) == "Output: MemoryError\n256 MiB ok"
 
 
 async def test_memory_limit_follows_its_setting(call, settings):
@@ -96,7 +103,7 @@ async def test_memory_limit_follows_its_setting(call, settings):
         "run_shell_command",
         command='python3 -c "x = bytearray(256*1024**2)" 2>&1 | tail -1; ulimit -d',
     )
-    assert result.output == f"Output: MemoryError\n{128 * 1024}"
+    assert _shown(result.output) == f"Output: MemoryError\n{128 * 1024}"
 
 
 async def test_process_limit_stops_a_fork_loop(call, ws, settings):
@@ -141,7 +148,7 @@ async def test_process_limit_counts_each_command_on_its_own(call, ws, settings):
             command="until [ -e held ]; do sleep 0.05; done; python3 forks.py; touch probed",
         ),
     )
-    assert holder.output == "Output: held 24"
+    assert _shown(holder.output) == "Output: held 24"
     first = prober.output.removeprefix("Output: ").splitlines()[0]
     assert first.startswith("refused after ")
     assert int(first.split()[2]) >= 20
@@ -160,13 +167,13 @@ async def test_a_bash_fork_bomb_is_held_at_the_limit_until_the_timeout(call, set
         ),
     )
     assert result.output.startswith(
-        "Command was automatically cancelled because it exceeded the timeout of 4 seconds."
+        "Command was automatically cancelled because it exceeded the server's time limit"
     )
     assert "fork: retry: Resource temporarily unavailable" in result.output
     running = int(re.search(r"^processes (\d+)$", result.output, re.MULTILINE).group(1))
     assert 32 < running <= 65  # the limit, and bwrap's init
     after = await call("run_shell_command", command="echo still serving")
-    assert after.output == "Output: still serving"
+    assert _shown(after.output) == "Output: still serving"
 
 
 async def test_cpu_limit_stops_a_busy_loop(call, settings):
@@ -184,7 +191,7 @@ async def test_cpu_limit_stops_a_busy_loop(call, settings):
     assert "CPU time limit exceeded" in result.output
     assert "exit=152" in result.output  # 128 + SIGXCPU
     assert "Killed" in result.output
-    assert result.output.endswith("exit=137")  # 128 + SIGKILL
+    assert _shown(result.output).endswith("exit=137")  # 128 + SIGKILL
 
 
 async def test_file_size_limit_cuts_a_large_write(call, ws, settings):
@@ -198,7 +205,7 @@ async def test_file_size_limit_cuts_a_large_write(call, ws, settings):
     )
     assert "File size limit exceeded" in result.output
     assert "exit=153" in result.output  # 128 + SIGXFSZ
-    assert result.output.endswith("OSError: [Errno 27] File too large")
+    assert _shown(result.output).endswith("OSError: [Errno 27] File too large")
     assert (ws / "big.bin").stat().st_size == 1024 * 1024
     assert (ws / "big.py.bin").stat().st_size <= 1024 * 1024
 
@@ -214,7 +221,7 @@ async def test_tmp_and_shm_are_small_and_the_rest_is_read_only(call, settings):
             "touch /new /dev/new 2>&1; echo written > /dev/null && echo null-ok"
         ),
     )
-    assert result.output == (
+    assert _shown(result.output) == (
         "Output: 4194304\n4194304\n"
         "head: error writing 'standard output': No space left on device\nexit=1\n"
         "head: error writing 'standard output': No space left on device\nexit=1\n"
@@ -237,7 +244,7 @@ async def test_ordinary_commands_work_under_the_default_limits(call, ws):
         version = subprocess.run(["git", "--version"], capture_output=True, text=True, check=True)
         expected += "\n" + version.stdout.strip()
     result = await call("run_shell_command", command=command)
-    assert result.output == expected
+    assert _shown(result.output) == expected
 
 
 @as_root
@@ -248,7 +255,7 @@ async def test_a_workspace_the_sandbox_uid_cannot_reach_is_refused(tmp_path, set
     hidden.chmod(0o700)
     ctx = ToolContext(workspace=workspace, session_id="session")
     result = await tool_run("run_shell_command", {"command": "touch ran"}, ctx)
-    assert result.error == (
+    assert _shown(result.error) == (
         f"Shell commands are unavailable: the sandbox user (uid {settings.SANDBOX_HOST_UID}) "
         "cannot reach this "
         "workspace. An administrator can make WORKSPACES_ROOT and every directory above it "
@@ -267,7 +274,7 @@ async def test_handing_the_workspace_over_never_follows_links_out(call, ws, tmp_
     (ws / "dir-link").symlink_to(outside)
     os.link(outside / "host.txt", ws / "hard-link")
     result = await call("run_shell_command", command="echo ran")
-    assert result.output == "Output: ran"
+    assert _shown(result.output) == "Output: ran"
     for path in (outside, outside / "host.txt"):
         assert path.stat().st_uid == 0
         assert path.stat().st_gid == 0
@@ -312,7 +319,7 @@ async def test_handing_over_while_a_command_swaps_a_directory_for_a_link_out(
         call("run_shell_command", command="python3 swap.py"),
         asyncio.to_thread(hand_over_repeatedly),
     )
-    assert swapper.output == "Output: swapped True"
+    assert _shown(swapper.output) == "Output: swapped True"
     for path in [outside, *outside.iterdir()]:
         assert (path.stat().st_uid, path.stat().st_gid) == (0, 0)
 

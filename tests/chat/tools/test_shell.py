@@ -121,9 +121,9 @@ async def test_network_is_unreachable(call, sandboxed):
             accepted, _ = listener.accept()
             accepted.close()
     assert "CONNECTED" not in result.output
-    assert result.output == (
+    assert re.sub(r"\nProcess Group PGID: \d+$", "", result.output) == (
         "Output: bash: connect: Connection refused\n"
-        f"bash: line 1: /dev/tcp/127.0.0.1/{port}: Connection refused\n"
+        f"bash: line 4: /dev/tcp/127.0.0.1/{port}: Connection refused\n"
         "ConnectionRefusedError: [Errno 111] Connection refused\n"
         "lo"
     )

@@ -7,7 +7,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from chat.agent import events as ev
-from chat.consumers import GEMINI_EVENTS
+from chat.protocol import GEMINI_EVENTS
 from sessions_app.models import Session
 from tests.asgi_http import asgi_request
 from tests.chat.conftest import history_of, scripted

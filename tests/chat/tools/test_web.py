@@ -12,7 +12,7 @@ from chat.agent.tools.web_fetch import (
     checked_addresses,
     html_to_text,
 )
-from chat.turns.loop import _needs_confirmation
+from chat.turns.approval import needs_confirmation
 
 SEARCH_TEXT = (
     'Fake search results for "{q}": the first source explains it.[1] The second source adds '
@@ -183,10 +183,10 @@ def test_web_fetch_asks_in_default_mode_only(ctx):
         "prompt": "Explain https://github.com/o/r/blob/main/a.py",
         "urls": ["https://raw.githubusercontent.com/o/r/main/a.py"],
     }
-    assert _needs_confirmation(ToolKind.FETCH, "default", [], "web_fetch")
-    assert not _needs_confirmation(ToolKind.FETCH, "autoEdit", [], "web_fetch")
-    assert not _needs_confirmation(ToolKind.FETCH, "yolo", [], "web_fetch")
-    assert not _needs_confirmation(ToolKind.OTHER, "default", [], "write_todos")
+    assert needs_confirmation(ToolKind.FETCH, "default", [], "web_fetch", {})
+    assert not needs_confirmation(ToolKind.FETCH, "autoEdit", [], "web_fetch", {})
+    assert not needs_confirmation(ToolKind.FETCH, "yolo", [], "web_fetch", {})
+    assert not needs_confirmation(ToolKind.OTHER, "default", [], "write_todos", {})
 
 
 def test_html_becomes_text():
