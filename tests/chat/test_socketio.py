@@ -674,3 +674,40 @@ async def test_an_admin_on_one_server_hears_monitoring_events_from_both(
     assert [(e["type"], e["action"], e["sessionId"]) for e in events] == [
         ("session", "create", session_id) for session_id in created
     ]
+
+
+async def test_joining_while_a_background_turn_runs_replays_it_from_its_start(
+    live_daphne, sio, user, fake_gemini
+):
+    """issue 11: a Socket.IO join-session replays a running turn, as /ws/ does (one protocol)."""
+    import aiohttp
+
+    session = await new_session(user)
+    token = await token_for(user)
+    words = ["one ", "two ", "three ", "four"]
+    base = live_daphne()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{base}/api/v1/chat/message",
+            json={
+                "sessionId": str(session.id),
+                "message": scripted({"text": words, "delay": 0.4}),
+                "background": True,
+            },
+            headers={"Authorization": f"Bearer {token}"},
+        ) as started,
+    ):
+        assert started.status == 200
+        async for line in started.content:
+            if b'"type":"content"' in line:
+                break  # the client goes away after the first word; the turn goes on
+
+    socket = await sio(base, token)
+    await socket.emit("join-session", {"sessionId": str(session.id)})
+    events = await socket.until("gemini:done", timeout=30)
+
+    assert events[0][0] == "session:joined"
+    texts = [data["text"] for name, data in events if name == "gemini:content"]
+    assert "".join(texts) == "".join(words)
+    assert events[-1][1]["finishReason"] == "STOP"
