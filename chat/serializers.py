@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from chat.agent.tools import ToolKind
 from chat.turns.control import CONFIRM_OUTCOMES, MESSAGE_MAX_CHARS
 
 
@@ -80,7 +81,7 @@ class ToolSerializer(serializers.Serializer):
     aliases = serializers.ListField(child=serializers.CharField())
     description = serializers.CharField()
     parameters = serializers.DictField()
-    kind = serializers.ChoiceField(choices=["read", "edit", "execute"])
+    kind = serializers.ChoiceField(choices=[kind.value for kind in ToolKind])
     available = serializers.BooleanField()
     unavailableReason = serializers.CharField(required=False)
 

@@ -56,6 +56,22 @@ def _isolated_settings(settings, tmp_path):
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _a_process_that_takes_work():
+    """Each test starts in a process that is not draining, with its worker announced alive: a
+    drain or a worker retirement that a test of the restart path ran does not follow the next."""
+    from gemini_server import lifecycle, workers
+
+    state = lifecycle._state
+    if state.draining:
+        state.draining, state.drain_task, state.hurry = False, None, None
+        state.signalled, state.shutdown_task = False, None
+    if workers._retired or workers._stop.is_set():
+        workers._retired = False
+        workers.worker_start()
+    yield
+
+
 def make_user(email: str, role: str = Role.ENGINEER, **fields) -> User:
     return User.objects.create_user(
         email=email, password=PASSWORD, role=role, name=fields.pop("name", "Test"), **fields

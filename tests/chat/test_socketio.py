@@ -236,11 +236,14 @@ async def test_a_revoked_key_loses_an_open_socket_at_its_next_event(
     assert not socket.client.connected
 
 
-async def test_a_deactivated_user_loses_an_open_socket(live_daphne, sio, user):
+async def test_a_deactivated_user_loses_an_open_socket(live_daphne, sio, user, admin_user):
+    """Deactivation through the service (the API, the admin console) is announced to the
+    user's sockets on every process: the socket is closed without sending anything."""
+    from accounts.services import user_update
+
     socket = await sio(live_daphne(), await token_for(user))
 
-    await User.objects.filter(pk=user.pk).aupdate(is_active=False)
-    await socket.emit("join-session", {"sessionId": "anything"})
+    await sync_to_async(user_update)(user=user, actor=admin_user, is_active=False)
 
     assert (await socket.expect("error"))["code"] == "unauthenticated"
     assert await socket.expect("disconnect") == socket.client.reason.SERVER_DISCONNECT

@@ -159,6 +159,8 @@ async def test_a_burst_of_turns_stays_within_the_pool(user, make_session, token,
     if connection.vendor != "postgresql":
         pytest.skip("the connection pool is PostgreSQL's (SQLite has no server connections)")
     sessions = [await sync_to_async(make_session)() for _ in range(24)]
+    # Other processes (the live servers of other tests) may hold connections of their own.
+    before = await sync_to_async(_connections_to_this_database)()
     peak = 0
 
     async def watch():
@@ -188,6 +190,6 @@ async def test_a_burst_of_turns_stays_within_the_pool(user, make_session, token,
     assert all(answer.status == 200 for answer in answers)
     assert all(answer.frames[-1]["type"] == "done" for answer in answers)
     pool_max = settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"]
-    # The pool's connections, plus the test's own and the watcher's thread.
-    assert peak <= pool_max + 2, peak
-    assert after <= pool_max + 2, after
+    # At most the pool's connections more than before (the test's own were there already).
+    assert peak - before <= pool_max, (peak, before)
+    assert after - before <= pool_max, (after, before)
