@@ -18,11 +18,11 @@ from .fs import (
     ToolFailure,
     check_path,
     decode_for_edit,
+    edit_details,
     edit_details_error,
     encode_for_edit,
     read_limited,
     target_of,
-    unified_diff,
     workspace_of,
     write_bytes,
 )
@@ -359,12 +359,7 @@ class ReplaceTool(FileTool):
             plan = self.plan(args, ctx)
         except (ToolFailure, PathRefused) as exc:
             return edit_details_error(args.get("file_path", ""), exc)
-        return {
-            "type": "edit",
-            "filePath": plan.target.virtual,
-            "diff": unified_diff(plan.target.relative, plan.current or "", plan.new_content),
-            "isNewFile": plan.is_new,
-        }
+        return edit_details(plan.target, plan.current, plan.new_content, is_new=plan.is_new)
 
     def work(self, args: dict, ctx: ToolContext) -> ToolResult:
         plan = self.plan(args, ctx)

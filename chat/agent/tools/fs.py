@@ -682,6 +682,16 @@ def search_dir_problem(ctx: ToolContext, raw: str, missing: str, not_dir: str) -
     return None
 
 
+def edit_details(target, before: str | None, after: str, *, is_new: bool) -> dict:
+    """The confirmation an edit tool (write_file, replace) shows: the file and its diff."""
+    return {
+        "type": "edit",
+        "filePath": target.virtual,
+        "diff": unified_diff(target.relative, before or "", after),
+        "isNewFile": is_new,
+    }
+
+
 def edit_details_error(shown: str, exc: Exception) -> dict:
     message = exc.message if isinstance(exc, ToolFailure) else str(exc)
     try:

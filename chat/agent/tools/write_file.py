@@ -20,6 +20,7 @@ from .fs import (
     ToolFailure,
     check_path,
     decode_for_edit,
+    edit_details,
     edit_details_error,
     encode_for_edit,
     max_file_bytes,
@@ -27,7 +28,6 @@ from .fs import (
     read_limited,
     size_limit_failure,
     target_of,
-    unified_diff,
     workspace_of,
     write_bytes,
 )
@@ -93,12 +93,7 @@ class WriteFileTool(FileTool):
             plan = self.plan(args, ctx)
         except (ToolFailure, PathRefused) as exc:
             return edit_details_error(args.get("file_path", ""), exc)
-        return {
-            "type": "edit",
-            "filePath": plan.target.virtual,
-            "diff": unified_diff(plan.target.relative, plan.original or "", plan.content),
-            "isNewFile": plan.is_new,
-        }
+        return edit_details(plan.target, plan.original, plan.content, is_new=plan.is_new)
 
     def work(self, args: dict, ctx: ToolContext) -> ToolResult:
         plan = self.plan(args, ctx)
