@@ -1,4 +1,4 @@
-# gemini-server: daphne serving the ASGI app as uid 10001, with bubblewrap for the shell tool
+# gemini-server: uvicorn serving the ASGI app as uid 10001 (one worker per core), with bubblewrap for the shell tool
 # and ripgrep for grep_search.
 FROM python:3.11-slim
 
@@ -37,8 +37,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 
 # The entrypoint starts as root only to give the volumes to uid 10001 (a bind-mounted ./workspaces
 # that Docker created belongs to root), then drops to that uid for good; it migrates, creates the
-# first admin from DJANGO_SUPERUSER_EMAIL/PASSWORD, and runs daphne. `docker run --user 10001`
+# first admin from DJANGO_SUPERUSER_EMAIL/PASSWORD, and runs the server (uvicorn, one worker per core). `docker run --user 10001`
 # skips the ownership step and says so when a volume is not writable.
 # No --proxy-headers: the client IP comes from X-Forwarded-For only per TRUSTED_PROXY_COUNT.
 ENTRYPOINT ["/app/scripts/docker-entrypoint"]
-CMD ["/app/scripts/run-daphne"]
+CMD ["/app/scripts/run-server"]

@@ -10,3 +10,6 @@ class AccountsConfig(AppConfig):
     def ready(self):
         # Registers the OpenAPI security schemes for our authentication classes.
         from accounts import schema  # noqa: F401
+        from accounts.credentials import credentials_watch
+
+        credentials_watch()

@@ -7,6 +7,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts.credentials import credential_cached
 from accounts.models import ApiKey, User
 from accounts.services import api_key_authenticate
 from gemini_server.errors import Unauthenticated
@@ -21,7 +22,9 @@ def token_user(token) -> User:
         user_id = uuid.UUID(str(token.get("user_id")))
     except ValueError as exc:
         raise Unauthenticated("Invalid token") from exc
-    user = User.objects.filter(pk=user_id).first()
+    user = credential_cached(
+        f"user:{user_id}", lambda: User.objects.filter(pk=user_id).first(), user_id=user_id
+    )
     if user is None or not user.is_active:
         raise Unauthenticated("This account is unknown or deactivated")
     return user

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from accounts.credentials import credential_cached, credential_cached_touch
 from accounts.models import ApiKey, Role, User
 from gemini_server.errors import Conflict, Unauthenticated, ValidationFailed
 from gemini_server.groups import user_group
@@ -298,11 +299,16 @@ def api_keys_rotate_many(
 
 
 def api_key_authenticate(raw: str) -> ApiKey:
-    """The usable key behind a raw `gsk_` key, or Unauthenticated; a malformed key costs no query."""
+    """The usable key behind a raw `gsk_` key, or Unauthenticated; a malformed key costs no query,
+    a known one usually none either (accounts.credentials)."""
     match = API_KEY_FORMAT.match(raw or "")
     if not match:
         raise Unauthenticated("Malformed API key")
-    key = ApiKey.objects.select_related("user").filter(prefix=match["prefix"]).first()
+    prefix = match["prefix"]
+    key = credential_cached(
+        f"key:{prefix}",
+        lambda: ApiKey.objects.select_related("user").filter(prefix=prefix).first(),
+    )
     if key is None or not hmac.compare_digest(key.digest, _api_key_digest(match["secret"])):
         raise Unauthenticated("Invalid API key")
     now = timezone.now()
@@ -313,6 +319,8 @@ def api_key_authenticate(raw: str) -> ApiKey:
     if not key.user.is_active:
         raise Unauthenticated("This account is deactivated")
     if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
+        # An update, not a save: it changes no credential (and keeps the cached key).
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
         key.last_used_at = now
+        credential_cached_touch(f"key:{prefix}", last_used_at=now)
     return key

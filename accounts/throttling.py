@@ -9,13 +9,13 @@ import threading
 import time
 
 from django.conf import settings
-from django.core.cache import cache
 from django_ratelimit.core import get_usage
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework.throttling import BaseThrottle
 
 from gemini_server.errors import RateLimited, request_ip
+from gemini_server.shared_redis import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +39,8 @@ def _count_locally(window_key: str, window_start: int) -> int:
 
 
 def _count_in_redis(window_key: str, window: int) -> int:
-    key = cache.make_key(window_key)
-    client = cache._cache.get_client(key, write=True)
-    pipe = client.pipeline(transaction=False)
+    key = f"{settings.CACHE_KEY_PREFIX}:{window_key}"
+    pipe = redis_client().pipeline(transaction=False)
     pipe.set(key, 0, ex=window + 1, nx=True)
     pipe.incr(key)
     return pipe.execute()[1]

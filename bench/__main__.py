@@ -52,8 +52,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-litellm", action="store_true", help="measure gemini-server alone")
     parser.add_argument(
         "--server-cmd",
-        default=os.environ.get("BENCH_SERVER_CMD", "scripts/run-daphne"),
-        help="how to start the server (it reads HOST and PORT); default scripts/run-daphne",
+        default=os.environ.get("BENCH_SERVER_CMD", "scripts/run-server"),
+        help="how to start the server (it reads HOST and PORT); default scripts/run-server",
     )
     parser.add_argument(
         "--server-cpus",

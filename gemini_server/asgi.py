@@ -3,10 +3,14 @@ Socket.IO at `/socket.io/` (both its transports) for the seed's clients, all on 
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gemini_server.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from gemini_server.handler import OneHopASGIHandler  # noqa: E402
+
+django_asgi_app = OneHopASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402

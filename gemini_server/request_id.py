@@ -35,8 +35,9 @@ def request_id_of(value: str | bytes | None) -> str:
 class RequestIdMiddleware:
     """Django middleware: sets the id for the request and puts it on every response.
 
-    In async mode the id is not reset when the response is returned: a streamed body (SSE) and
-    the turn it starts run after this returns, in the same request task, and log under the id.
+    The id is not reset when the response is returned: a streamed body (SSE) and the turn it
+    starts run after this returns, in the same request task, and log under the id (a synchronous
+    chain runs in a copy of the request task's context, which asgiref carries back to the task).
     """
 
     sync_capable = True
@@ -52,11 +53,8 @@ class RequestIdMiddleware:
             return self.__acall__(request)
         request_id = request_id_of(request.headers.get(HEADER))
         request.request_id = request_id
-        token = _current.set(request_id)
-        try:
-            response = self.get_response(request)
-        finally:
-            _current.reset(token)
+        _current.set(request_id)
+        response = self.get_response(request)
         response[HEADER] = request_id
         return response
 

@@ -155,12 +155,15 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="")
+# Prefixes the keys of the shared cache, and of what is kept in Redis directly (rate limits,
+# credentials epochs), so that several deployments can share one Redis.
+CACHE_KEY_PREFIX = env("CACHE_KEY_PREFIX", default="gemini-server")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "gemini_server.cache.ProcessRedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="gemini-server"),
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
         }
     }
     CHANNEL_LAYERS = {
@@ -366,6 +369,10 @@ JSON_BODY_MAX_BYTES = env.int("JSON_BODY_MAX_BYTES", default=1024 * 1024)
 
 # Accounts, limits and monitoring.
 ALLOW_REGISTRATION = env.bool("ALLOW_REGISTRATION", default=False)
+# How long a process may use an API key or a JWT's user it read, while nothing about that user
+# changed (accounts.credentials; a change is seen by every process at its next request). 0: read
+# the database on every request.
+CREDENTIALS_CACHE_SECONDS = env.float("CREDENTIALS_CACHE_SECONDS", default=10)
 RATE_LIMIT_MAX_REQUESTS = env.int("RATE_LIMIT_MAX_REQUESTS", default=100)
 RATE_LIMIT_WINDOW_SECONDS = env.int("RATE_LIMIT_WINDOW_SECONDS", default=60)
 LOGIN_RATE_LIMIT_MAX = env.int("LOGIN_RATE_LIMIT_MAX", default=10)

@@ -22,6 +22,8 @@ import time
 
 from django.conf import settings
 
+from gemini_server.shared_redis import redis_client
+
 logger = logging.getLogger(__name__)
 
 WORKER_ID = f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(4)}"
@@ -43,10 +45,7 @@ def worker_id() -> str:
 
 
 def _client():
-    """The Redis client of the shared cache (django's RedisCache), for this thread."""
-    from django.core.cache import cache
-
-    return cache._cache.get_client(write=True)
+    return redis_client()
 
 
 def _key(worker: str) -> str:

@@ -47,11 +47,15 @@ def tmp_path(_searchable_temp_root, request) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(settings, tmp_path):
-    """Fast hashing, a private workspace root, and empty rate-limit counters for every test."""
+    """Fast hashing, a private workspace root, empty rate-limit counters and no credentials held
+    from an earlier test."""
+    from accounts.credentials import credentials_cache_clear
+
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.WORKSPACES_ROOT = tmp_path / "workspaces"
     settings.MONITORING_ENABLED = True
     cache.clear()
+    credentials_cache_clear()
     yield
     cache.clear()
 
@@ -205,9 +209,11 @@ class LiveServer(str):
     process = None
 
 
-class DaphneProcesses:
-    """Real daphne processes (scripts/run-daphne, the production command line) on the test
-    database, Redis and the fake Gemini upstream; `start(*daphne_args, **env)` returns a base URL."""
+class ServerProcesses:
+    """Real server processes (scripts/run-server, the production command line) on the test
+    database, Redis and the fake Gemini upstream; `start(*server_args, **env)` returns a base URL.
+    Each is one process (WEB_CONCURRENCY=1, so that `.process` is the server a test stops or
+    kills) unless the test asks for more workers."""
 
     def __init__(self, *, database_url: str, redis_url: str, workspaces_root, fake_base_url: str):
         self.database_url = database_url
@@ -216,7 +222,7 @@ class DaphneProcesses:
         self.fake_base_url = fake_base_url
         self.processes, self.logs = [], []
 
-    def start(self, *daphne_args: str, **env) -> str:
+    def start(self, *server_args: str, **env) -> str:
         import os
         import subprocess
         import sys
@@ -237,18 +243,19 @@ class DaphneProcesses:
             "GEMINI_API_KEY": "test-key",
             "GEMINI_BASE_URL": self.fake_base_url,
             "GEMINI_RETRY_ATTEMPTS": "1",
-            # The production command line (scripts/run-daphne), run by this interpreter.
+            "WEB_CONCURRENCY": "1",
+            # The production command line (scripts/run-server), run by this interpreter.
             "PYTHON": sys.executable,
             "HOST": "127.0.0.1",
             "PORT": str(port),
             **{key: str(value) for key, value in env.items()},
         }
         process = subprocess.Popen(
-            ["bash", "scripts/run-daphne", *daphne_args],
+            ["bash", "scripts/run-server", *server_args],
             cwd=Path(__file__).resolve().parent.parent,
             env=environment,
             stdout=subprocess.DEVNULL,
-            # A file, not a pipe: a full pipe would block daphne in a long test.
+            # A file, not a pipe: a full pipe would block the server in a long test.
             stderr=log,
         )
         self.processes.append(process)
@@ -258,14 +265,14 @@ class DaphneProcesses:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 log.seek(0)
-                raise RuntimeError(f"daphne exited: {log.read().decode()[-2000:]}")
+                raise RuntimeError(f"the server exited: {log.read().decode()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{base_url}/health", timeout=1) as answer:
                     if answer.status == 200:
                         return base_url
             except OSError:
                 time.sleep(0.2)
-        raise RuntimeError("daphne did not become healthy within 60 s")
+        raise RuntimeError("the server did not become healthy within 60 s")
 
     def stop(self) -> None:
         import subprocess
@@ -283,9 +290,9 @@ class DaphneProcesses:
 
 
 @pytest.fixture
-def daphne_servers(transactional_db, settings, fake_gemini_server):
-    """Starts real daphne processes on the test database and Redis: `start(*daphne_args, **env)`
-    returns the base URL (a LiveServer: `.process` is the daphne process).
+def live_servers(transactional_db, settings, fake_gemini_server):
+    """Starts real server processes on the test database and Redis: `start(*server_args, **env)`
+    returns the base URL (a LiveServer: `.process` is the server process).
 
     Several processes share state only through PostgreSQL and Redis, so these tests need both
     (CI sets DATABASE_URL and REDIS_URL); without them they are skipped with that reason.
@@ -293,7 +300,7 @@ def daphne_servers(transactional_db, settings, fake_gemini_server):
     database_url = _subprocess_database_url()
     if not database_url or not settings.REDIS_URL:
         pytest.skip(LIVE_SKIP_REASON)
-    servers = DaphneProcesses(
+    servers = ServerProcesses(
         database_url=database_url,
         redis_url=settings.REDIS_URL,
         workspaces_root=settings.WORKSPACES_ROOT,
@@ -304,15 +311,15 @@ def daphne_servers(transactional_db, settings, fake_gemini_server):
 
 
 @pytest.fixture(scope="session")
-def daphne_pool(django_db_setup, fake_gemini_server, tmp_path_factory):
-    """Named daphne processes kept for the whole run (each takes seconds to start), stopped before
-    the test database goes; tests reach them through `live_daphne`."""
+def server_pool(django_db_setup, fake_gemini_server, tmp_path_factory):
+    """Named server processes kept for the whole run (each takes seconds to start), stopped before
+    the test database goes; tests reach them through `live_pool`."""
     from django.conf import settings
 
     database_url = _subprocess_database_url()
     if not database_url or not settings.REDIS_URL:
         pytest.skip(LIVE_SKIP_REASON)
-    servers = DaphneProcesses(
+    servers = ServerProcesses(
         database_url=database_url,
         redis_url=settings.REDIS_URL,
         workspaces_root=tmp_path_factory.mktemp("live-workspaces"),
@@ -331,8 +338,8 @@ def daphne_pool(django_db_setup, fake_gemini_server, tmp_path_factory):
 
 
 @pytest.fixture
-def live_daphne(transactional_db, settings, daphne_pool):
-    """`live_daphne(name="a")`: the base URL of the pool's daphne process of that name, started on
+def live_pool(transactional_db, settings, server_pool):
+    """`live_pool(name="a")`: the base URL of the pool's server process of that name, started on
     first use. Sessions this test creates get their workspaces where those processes look."""
-    settings.WORKSPACES_ROOT = daphne_pool.workspaces_root
-    return daphne_pool
+    settings.WORKSPACES_ROOT = server_pool.workspaces_root
+    return server_pool

@@ -1,6 +1,6 @@
 """The Docker image's start command, run as the image runs it (no Docker engine here).
 
-A copy of the tree is owned by uid 10001 as in the image; the entrypoint and daphne run with the
+A copy of the tree is owned by uid 10001 as in the image; the entrypoint and the server run with the
 Dockerfile's ENV (paths under /app moved into the copy) and the seed's `docker run` variables
 only (JWT_SECRET, GEMINI_API_KEY; no SECRET_KEY, no DJANGO_DEBUG), plus the first admin's.
 """
@@ -205,7 +205,7 @@ def test_the_start_command_serves_plain_http_as_uid_10001(tmp_path):
             f"--regid={APP_UID}",
             "--clear-groups",
             str(app / "scripts" / "docker-entrypoint"),
-            str(app / "scripts" / "run-daphne"),
+            str(app / "scripts" / "run-server"),
         ],
     )
     try:
@@ -230,7 +230,7 @@ def test_started_as_root_it_takes_over_a_root_owned_workspaces_mount_and_drops_t
     process, log = start(
         app,
         image_environment(app, port),
-        [str(app / "scripts" / "docker-entrypoint"), str(app / "scripts" / "run-daphne")],
+        [str(app / "scripts" / "docker-entrypoint"), str(app / "scripts" / "run-server")],
     )
     try:
         wait_until_healthy(base, process, log)
@@ -256,7 +256,7 @@ def test_a_workspaces_mount_uid_10001_cannot_write_is_reported_clearly(tmp_path)
             f"--regid={APP_UID}",
             "--clear-groups",
             str(app / "scripts" / "docker-entrypoint"),
-            str(app / "scripts" / "run-daphne"),
+            str(app / "scripts" / "run-server"),
         ],
         cwd=app,
         env=image_environment(app, _free_port()),

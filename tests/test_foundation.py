@@ -532,7 +532,7 @@ def test_swagger_ui_assets_are_served_by_this_server(client):
     assert "cdn.jsdelivr.net" not in page
     bundle = "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"
     assert bundle in page
-    # daphne serves it through ASGIStaticFilesHandler, which looks files up with the finders.
+    # The server serves it through ASGIStaticFilesHandler, which looks files up with the finders.
     from django.contrib.staticfiles import finders
 
     assert finders.find(bundle.removeprefix("/static/")) is not None

@@ -235,7 +235,7 @@ def test_a_signed_in_users_errors_are_all_recorded(flood_settings, user):
     assert not Event.objects.filter(action="error_flood").exists()
 
 
-# Bodies of other types: a 400 in the contract's shape, from daphne too (Twisted used to answer a
+# Bodies of other types: a 400 in the contract's shape, from the live server too (Twisted, under daphne, used to answer a
 # bad multipart boundary itself, with an empty 400).
 
 
@@ -273,10 +273,10 @@ def live_post(url: str, content_type: str, body: bytes) -> tuple[int, bytes]:
         return failure.code, failure.read()
 
 
-def test_daphne_answers_a_bad_multipart_body_in_the_contracts_shape(daphne_servers):
+def test_the_server_answers_a_bad_multipart_body_in_the_contracts_shape(live_servers):
     import json
 
-    base_url = daphne_servers()
+    base_url = live_servers()
 
     for content_type in (
         "multipart/form-data; boundary=",

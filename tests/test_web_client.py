@@ -99,10 +99,10 @@ def test_other_methods_answer_in_the_contract_shape(client):
     assert response["Allow"] == "GET"
 
 
-def test_daphne_serves_the_page_and_its_assets_with_production_settings(daphne_servers):
+def test_the_server_serves_the_page_and_its_assets_with_production_settings(live_servers):
     # DJANGO_DEBUG=false: the static files still come from this server (SERVE_STATIC), and the
     # security headers do not get in the way of plain HTTP when TLS redirects are off.
-    base = daphne_servers(
+    base = live_servers(
         DJANGO_DEBUG="false",
         SECRET_KEY="a-production-like-secret-key-for-this-test-0123456789",
         JWT_SECRET="a-production-like-jwt-secret-for-this-test-0123456789",

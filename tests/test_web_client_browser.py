@@ -1,6 +1,6 @@
 """The web chat client in a real browser: Debian's headless Chromium, driven by Playwright.
 
-The page runs against a live daphne process (PostgreSQL and Redis shared with the test, the
+The page runs against a live server process (PostgreSQL and Redis shared with the test, the
 project's fake Gemini upstream scripted through `[[fake:...]]` directives in the messages).
 
 `WEB_CLIENT_SCREENSHOTS=docs/screenshots` makes the demo test write the README's screenshots there.
@@ -138,9 +138,9 @@ def token_of(page: Page) -> str:
 
 
 def test_an_engineer_chats_approves_a_write_and_uploads_in_the_browser(
-    daphne_servers, fake_gemini, engineer, page, settings
+    live_servers, fake_gemini, engineer, page, settings
 ):
-    base = daphne_servers()
+    base = live_servers()
     browser_page = page.page
     sign_in(browser_page, base, engineer.email)
     create_session(browser_page, "Browser session")
@@ -246,13 +246,13 @@ def test_an_engineer_chats_approves_a_write_and_uploads_in_the_browser(
 
 
 def test_the_demo_flow_and_the_readme_screenshots(
-    daphne_servers, fake_gemini, engineer, page, tmp_path
+    live_servers, fake_gemini, engineer, page, tmp_path
 ):
     """The offline demo as a person would try it (the fake's built-in `change X to Y in F`),
     photographed for the README: sign-in, a confirmation with its diff, the file browser."""
     shots = Path(os.environ.get("WEB_CLIENT_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    base = daphne_servers()
+    base = live_servers()
     browser_page = page.page
 
     browser_page.goto(f"{base}/")

@@ -118,8 +118,8 @@ async def _generate_stream(model: str, body: bytes) -> AsyncIterator[types.Gener
     """POSTs `body` (a GenerateContentRequest as JSON) and yields each streamed chunk.
 
     Transient failures (5xx, a refused connection) are retried before the first chunk, with
-    backoff; after it, a failure is the caller's to report. Closing the iterator closes the
-    connection, which is how Google learns to stop generating.
+    backoff; after it, a failure is the caller's to report. Closing the iterator before the end
+    closes the connection, which is how Google learns to stop generating.
     """
     api_key = settings.GEMINI_API_KEY
     if not api_key:
@@ -146,6 +146,7 @@ async def _generate_stream(model: str, body: bytes) -> AsyncIterator[types.Gener
         logger.info("Gemini call failed (attempt %s of %s); retrying", attempt, attempts)
         await asyncio.sleep(delay)
         delay = min(delay * 2, RETRY_MAX_DELAY)
+    read_to_end = False
     try:
         async for line in response.content:
             if not line.startswith(b"data:"):
@@ -158,8 +159,14 @@ async def _generate_stream(model: str, body: bytes) -> AsyncIterator[types.Gener
                 raise _api_error(payload["error"].get("code") or 500, payload)
             # JSON mode: the SDK's bytes fields (thoughtSignature) are read as base64 there.
             yield types.GenerateContentResponse.model_validate_json(raw)
+        read_to_end = True
     finally:
-        response.close()
+        # A stream read to its end leaves its connection to the next call; one cut short is
+        # closed, which is how Google learns to stop generating.
+        if read_to_end:
+            response.release()
+        else:
+            response.close()
 
 
 def generate_url(model: str) -> str:

@@ -136,6 +136,7 @@ class _Draft:
 
     async def _write(self, parts: list[dict]) -> None:
         try:
+            await self.turn._user_message_stored()
             self.id = await database_sync_to_async(message_draft_save)(
                 session_id=self.turn.session.id, draft_id=self.id, parts=parts
             )
@@ -221,6 +222,15 @@ def _usage(metadata) -> dict:
     return {"promptTokens": prompt, "completionTokens": completion, "totalTokens": total}
 
 
+def _conversation_inputs(session: Session):
+    """The history this process has not seen yet (and the compression snapshot), the system
+    instruction and the environment context, in one trip to a thread."""
+    steps, snapshot = history_load(
+        session_id=session.id, epoch=session.history_epoch, count=session.message_count
+    )
+    return steps, snapshot, *_prompt_and_environment(session)
+
+
 def _prompt_and_environment(session: Session) -> tuple[str, str]:
     """The system instruction and the environment context, read from the workspace."""
     # Through the workspace module: GEMINI.md may be a link a shell command swaps at will.
@@ -289,6 +299,8 @@ class Turn:
         self._confirmations: dict[str, asyncio.Future] = {}
         self._usage = {"promptTokens": 0, "completionTokens": 0, "totalTokens": 0}
         self._last_message_id = ""
+        # The user's message being stored while the model is asked (_open_conversation).
+        self._user_stored: asyncio.Future | None = None
         # The last answer's prompt size (usageMetadata), for compression; 0 when unknown.
         self._prompt_tokens = 0
         self._detector = LoopDetector()
@@ -399,19 +411,11 @@ class Turn:
     async def _run(self) -> None:
         finish_reason = "STOP"
         metrics.turn_started()
-        layer, channel, background = get_channel_layer(), None, []
+        layer = get_channel_layer()
+        watch = asyncio.create_task(self._watch())
+        # Joining the turn's group goes on while the model is asked: decisions come later.
+        subscription = asyncio.create_task(self._subscribe(layer))
         try:
-            # The default prefix: channels_redis receives for one prefix at a time per process, so
-            # a channel of its own would stall every socket's channel while this one waits.
-            background = [asyncio.create_task(self._watch())]
-            try:
-                channel = await layer.new_channel()
-                await layer.group_add(turn_group(self.session.id), channel)
-                background.insert(0, asyncio.create_task(self._listen(layer, channel)))
-            except Exception:
-                # Without the channel layer (Redis away) decisions still come, from the database.
-                logger.warning("Turn in session %s runs without the channel layer", self.session.id)
-                channel = None
             await self._open_conversation()
             finish_reason = await self._loop()
         except TurnInterrupted:
@@ -433,15 +437,18 @@ class Turn:
                 )
             )
         finally:
-            listener = background[0] if channel is not None and background else None
-            for task in background:
-                if task is not listener:
-                    task.cancel()
+            watch.cancel()
+            channel, listener = None, None
+            with suppress(Exception):
+                channel, listener = await asyncio.shield(subscription)
             if listener is not None:
                 await receiver_stop(layer, channel, listener)
             if channel is not None:
                 with suppress(Exception):
                     await layer.group_discard(turn_group(self.session.id), channel)
+            with suppress(Exception):
+                # The user's message is stored before the session is free for another turn.
+                await self._user_message_stored()
             with suppress(Exception):
                 await database_sync_to_async(turn_release)(
                     session_id=self.session.id, turn_id=self.turn_id
@@ -553,6 +560,7 @@ class Turn:
             if snapshot:
                 self.conversation.compress(split, snapshot)
                 self._prompt_tokens = 0
+                await self._user_message_stored()
                 stored = await database_sync_to_async(snapshot_store)(
                     session_id=self.session.id,
                     epoch=self.session.history_epoch,
@@ -608,13 +616,15 @@ class Turn:
     async def _open_conversation(self) -> None:
         """History (what this process has not seen yet) plus the user's message, in memory.
 
-        The history is read before the message is stored, so it is not read back twice.
+        The history is read before the message is stored, so it is not read back twice; the
+        prompt and the environment are read in the same trip to a thread. The message is stored
+        while the model is asked (`_user_stored`): nothing of the turn is stored, and the session
+        is not released, before it is.
         """
         session = self.session
-        steps, snapshot = await database_sync_to_async(history_load)(
-            session_id=session.id, epoch=session.history_epoch, count=session.message_count
-        )
-        system_instruction, environment = await asyncio.to_thread(_prompt_and_environment, session)
+        steps, snapshot, system_instruction, environment = await database_sync_to_async(
+            _conversation_inputs
+        )(session)
         self.conversation = Conversation(
             steps,
             system_instruction=system_instruction,
@@ -626,9 +636,25 @@ class Turn:
         )
         parts = [{"text": self.text}]
         self.conversation.append(MessageRole.USER, parts)
-        message = await database_sync_to_async(self._store)(role=MessageRole.USER, parts=parts)
-        if message is not None:
+        self._user_stored = asyncio.ensure_future(
+            self._store_now(last=True, role=MessageRole.USER, parts=parts)
+        )
+
+    async def _store_now(self, *, last: bool, **kwargs):
+        message = await database_sync_to_async(self._store)(**kwargs)
+        if last and message is not None:
+            # The id `done` names: the user's message, the answer, or the tools' responses.
             self._last_message_id = str(message.id)
+        return message
+
+    async def _store_async(self, *, last: bool = False, **kwargs):
+        """Stores a step of the turn, after the user's message (raises if that could not be)."""
+        await self._user_message_stored()
+        return await self._store_now(last=last, **kwargs)
+
+    async def _user_message_stored(self) -> None:
+        if self._user_stored is not None:
+            await asyncio.shield(self._user_stored)
 
     async def _model_turn(
         self,
@@ -665,15 +691,14 @@ class Turn:
             self._prompt_tokens = usage.get("promptTokens", self._prompt_tokens)
             for key in self._usage:
                 self._usage[key] += usage.get(key, 0)
-            message = await database_sync_to_async(self._store)(
+            await self._store_async(
+                last=True,
                 role=MessageRole.MODEL,
                 parts=parts,
                 usage=usage or None,
                 finish_reason=state["finish"],
                 draft_id=draft_id,
             )
-            if message is not None:
-                self._last_message_id = str(message.id)
         if failure is not None:
             pending = [part["functionCall"] for part in parts if "functionCall" in part]
             interrupted = isinstance(failure, TurnInterrupted)
@@ -831,9 +856,7 @@ class Turn:
         )
         self._injections.extend(injected)
         self.conversation.append(MessageRole.TOOL, parts)
-        message = await database_sync_to_async(self._store)(role=MessageRole.TOOL, parts=parts)
-        if message is not None:
-            self._last_message_id = str(message.id)
+        await self._store_async(last=True, role=MessageRole.TOOL, parts=parts)
         await tool_call_record(
             session=self.session,
             user=self.user,
@@ -876,7 +899,7 @@ class Turn:
         ]
         for role, content in ((MessageRole.MODEL, acknowledgement), (MessageRole.USER, parts)):
             self.conversation.append(role, content)
-            await database_sync_to_async(self._store)(role=role, parts=content)
+            await self._store_async(role=role, parts=content)
 
     async def _answer_unrun(self, calls: list[dict], reason: str) -> None:
         """Stores an error response for calls that will not run, so no call is left dangling."""
@@ -905,9 +928,7 @@ class Turn:
             )
         if self.conversation is not None:
             self.conversation.append(MessageRole.TOOL, parts)
-        await asyncio.shield(
-            database_sync_to_async(self._store)(role=MessageRole.TOOL, parts=parts)
-        )
+        await asyncio.shield(self._store_async(role=MessageRole.TOOL, parts=parts))
 
     def _confirmation_future(self, call_id: str) -> asyncio.Future:
         if call_id not in self._confirmations:
@@ -931,6 +952,21 @@ class Turn:
             future = self._confirmation_future(message.get("callId", ""))
             if not future.done():
                 future.set_result(message)
+
+    async def _subscribe(self, layer) -> tuple[str | None, asyncio.Task | None]:
+        """Joins the turn's group; the channel and its reader, or Nones without the layer.
+
+        The default prefix: channels_redis receives for one prefix at a time per process, so a
+        channel of its own would stall every socket's channel while this one waits.
+        """
+        try:
+            channel = await layer.new_channel()
+            await layer.group_add(turn_group(self.session.id), channel)
+        except Exception:
+            # Without the channel layer (Redis away) decisions still come, from the database.
+            logger.warning("Turn in session %s runs without the channel layer", self.session.id)
+            return None, None
+        return channel, asyncio.create_task(self._listen(layer, channel))
 
     async def _listen(self, layer, channel: str) -> None:
         while True:

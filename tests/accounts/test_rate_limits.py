@@ -167,18 +167,19 @@ def test_api_key_creation_shares_the_login_limit(small_login_limit, api_client, 
 
 
 def _get(url: str, token: str):
+    """Status, headers (looked up without regard to case, as HTTP names them) and JSON body."""
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, dict(answer.headers), json.loads(answer.read())
+            return answer.status, answer.headers, json.loads(answer.read())
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.loads(error.read())
+        return error.code, error.headers, json.loads(error.read())
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_processes_share_one_rate_limit_through_redis(daphne_servers):
-    first = daphne_servers(RATE_LIMIT_MAX_REQUESTS=4, RATE_LIMIT_WINDOW_SECONDS=LONG_WINDOW)
-    second = daphne_servers(RATE_LIMIT_MAX_REQUESTS=4, RATE_LIMIT_WINDOW_SECONDS=LONG_WINDOW)
+def test_two_processes_share_one_rate_limit_through_redis(live_servers):
+    first = live_servers(RATE_LIMIT_MAX_REQUESTS=4, RATE_LIMIT_WINDOW_SECONDS=LONG_WINDOW)
+    second = live_servers(RATE_LIMIT_MAX_REQUESTS=4, RATE_LIMIT_WINDOW_SECONDS=LONG_WINDOW)
     user = make_user("shared@example.com")
     token = token_pair_issue(user=user)["accessToken"]
 

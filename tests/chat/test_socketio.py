@@ -1,4 +1,4 @@
-"""Socket.IO at /socket.io/ on real daphne processes, through python-socketio's client: auth,
+"""Socket.IO at /socket.io/ on real server processes, through python-socketio's client: auth,
 the seed's event order, acknowledgements, chat, tools, monitoring, bad input, limits, CORS, and
 two processes sharing Redis."""
 
@@ -174,8 +174,8 @@ def gemini(events: list) -> list:
 
 
 @pytest.mark.parametrize("transports", TRANSPORTS)
-async def test_a_jwt_in_the_connect_packet_authenticates(live_daphne, sio, user, transports):
-    socket = await sio.connect(live_daphne(), await token_for(user), transports=transports)
+async def test_a_jwt_in_the_connect_packet_authenticates(live_pool, sio, user, transports):
+    socket = await sio.connect(live_pool(), await token_for(user), transports=transports)
 
     authenticated = await socket.expect("authenticated")
 
@@ -186,10 +186,10 @@ async def test_a_jwt_in_the_connect_packet_authenticates(live_daphne, sio, user,
 
 
 async def test_an_api_key_in_the_connect_packet_and_a_token_in_the_url_authenticate(
-    live_daphne, sio, user, api_key
+    live_pool, sio, user, api_key
 ):
-    by_key = await sio.connect(live_daphne(), api_key[1])
-    by_url = await sio.connect(live_daphne(), None, query=f"?token={await token_for(user)}")
+    by_key = await sio.connect(live_pool(), api_key[1])
+    by_url = await sio.connect(live_pool(), None, query=f"?token={await token_for(user)}")
 
     assert (await by_key.expect("authenticated"))["user"]["email"] == user.email
     assert (await by_url.expect("authenticated"))["user"]["email"] == user.email
@@ -200,9 +200,9 @@ async def test_an_api_key_in_the_connect_packet_and_a_token_in_the_url_authentic
     "token", ["not-a-jwt", "gsk_deadbeef0000.wrong-secret", "gsk_malformed", None]
 )
 async def test_a_bad_or_missing_token_is_a_connect_error_in_the_contracts_shape(
-    live_daphne, sio, token, transports
+    live_pool, sio, token, transports
 ):
-    refused = await sio.refused(live_daphne(), token, transports=transports)
+    refused = await sio.refused(live_pool(), token, transports=transports)
 
     assert refused["data"]["code"] == "unauthenticated"
     assert refused["message"] == refused["data"]["message"]
@@ -210,23 +210,23 @@ async def test_a_bad_or_missing_token_is_a_connect_error_in_the_contracts_shape(
 
 
 async def test_a_deactivated_user_and_a_revoked_key_are_refused_at_connect(
-    live_daphne, sio, user, api_key
+    live_pool, sio, user, api_key
 ):
     key, raw = api_key
     await sync_to_async(api_key_revoke)(key=key, actor=user)
-    assert (await sio.refused(live_daphne(), raw))["data"]["code"] == "unauthenticated"
+    assert (await sio.refused(live_pool(), raw))["data"]["code"] == "unauthenticated"
 
     token = await token_for(user)
     await User.objects.filter(pk=user.pk).aupdate(is_active=False)
-    assert (await sio.refused(live_daphne(), token))["data"]["code"] == "unauthenticated"
+    assert (await sio.refused(live_pool(), token))["data"]["code"] == "unauthenticated"
 
 
 @pytest.mark.parametrize("transports", TRANSPORTS)
 async def test_a_revoked_key_loses_an_open_socket_at_its_next_event(
-    live_daphne, sio, user, api_key, transports
+    live_pool, sio, user, api_key, transports
 ):
     key, raw = api_key
-    socket = await sio(live_daphne(), raw, transports=transports)
+    socket = await sio(live_pool(), raw, transports=transports)
 
     await sync_to_async(api_key_revoke)(key=key, actor=user)
     await socket.emit("ping")
@@ -236,12 +236,12 @@ async def test_a_revoked_key_loses_an_open_socket_at_its_next_event(
     assert not socket.client.connected
 
 
-async def test_a_deactivated_user_loses_an_open_socket(live_daphne, sio, user, admin_user):
+async def test_a_deactivated_user_loses_an_open_socket(live_pool, sio, user, admin_user):
     """Deactivation through the service (the API, the admin console) is announced to the
     user's sockets on every process: the socket is closed without sending anything."""
     from accounts.services import user_update
 
-    socket = await sio(live_daphne(), await token_for(user))
+    socket = await sio(live_pool(), await token_for(user))
 
     await sync_to_async(user_update)(user=user, actor=admin_user, is_active=False)
 
@@ -249,10 +249,10 @@ async def test_a_deactivated_user_loses_an_open_socket(live_daphne, sio, user, a
     assert await socket.expect("disconnect") == socket.client.reason.SERVER_DISCONNECT
 
 
-async def test_an_expired_jwt_loses_an_open_socket(live_daphne, sio, user):
+async def test_an_expired_jwt_loses_an_open_socket(live_pool, sio, user):
     token = await sync_to_async(AccessToken.for_user)(user)
     token.set_exp(lifetime=timedelta(seconds=2))
-    socket = await sio(live_daphne(), str(token))
+    socket = await sio(live_pool(), str(token))
     await socket.still_open()
 
     await asyncio.sleep(max(0, token["exp"] - time.time()) + 0.2)
@@ -267,10 +267,10 @@ async def test_an_expired_jwt_loses_an_open_socket(live_daphne, sio, user):
 
 @pytest.mark.parametrize("transports", WITH_UPGRADE)
 async def test_the_seeds_order_join_then_chat_without_waiting_streams_the_answer(
-    live_daphne, sio, user, fake_gemini, transports
+    live_pool, sio, user, fake_gemini, transports
 ):
     session = await new_session(user)
-    socket = await sio(live_daphne(), await token_for(user), transports=transports)
+    socket = await sio(live_pool(), await token_for(user), transports=transports)
 
     # As the seed's README does it: no waiting for session:joined before chatting.
     await socket.emit("join-session", {"sessionId": str(session.id)})
@@ -290,9 +290,9 @@ async def test_the_seeds_order_join_then_chat_without_waiting_streams_the_answer
     assert stream[-1][1]["finishReason"] == "STOP"
 
 
-async def test_a_sockets_events_are_handled_in_the_order_sent(live_daphne, sio, user):
+async def test_a_sockets_events_are_handled_in_the_order_sent(live_pool, sio, user):
     first, second = await new_session(user), await new_session(user)
-    socket = await sio(live_daphne(), await token_for(user), transports=["polling"])
+    socket = await sio(live_pool(), await token_for(user), transports=["polling"])
     order = [first, second] * 10
 
     for session in order:
@@ -305,10 +305,10 @@ async def test_a_sockets_events_are_handled_in_the_order_sent(live_daphne, sio, 
     assert (await members(first), await members(second)) == (0, 0)
 
 
-async def test_acknowledgements_carry_the_answer_or_the_error(live_daphne, sio, user, other_user):
+async def test_acknowledgements_carry_the_answer_or_the_error(live_pool, sio, user, other_user):
     session = await new_session(user)
     theirs = await new_session(other_user)
-    socket = await sio(live_daphne(), await token_for(user))
+    socket = await sio(live_pool(), await token_for(user))
 
     joined = await socket.call("join-session", {"sessionId": str(session.id)})
     assert joined["ok"] is True
@@ -333,12 +333,12 @@ async def test_acknowledgements_carry_the_answer_or_the_error(live_daphne, sio, 
 
 
 async def test_a_confirmation_runs_the_tool_and_every_socket_of_the_session_hears_the_turn(
-    live_daphne, sio, user, fake_gemini
+    live_pool, sio, user, fake_gemini
 ):
     session = await new_session(user)
     token = await token_for(user)
-    polling = await sio(live_daphne(), token, transports=["polling"])
-    websocket = await sio(live_daphne(), token, transports=["websocket"])
+    polling = await sio(live_pool(), token, transports=["polling"])
+    websocket = await sio(live_pool(), token, transports=["websocket"])
     for socket in (polling, websocket):
         assert (await socket.call("join-session", {"sessionId": str(session.id)}))["ok"]
         await socket.expect("session:joined")
@@ -376,10 +376,10 @@ async def test_a_confirmation_runs_the_tool_and_every_socket_of_the_session_hear
 
 
 async def test_chat_cancel_stops_the_turn_and_keeps_the_partial_answer(
-    live_daphne, sio, user, fake_gemini
+    live_pool, sio, user, fake_gemini
 ):
     session = await new_session(user)
-    socket = await sio(live_daphne(), await token_for(user))
+    socket = await sio(live_pool(), await token_for(user))
     await socket.call("join-session", {"sessionId": str(session.id)})
     await socket.expect("session:joined")
 
@@ -395,11 +395,11 @@ async def test_chat_cancel_stops_the_turn_and_keeps_the_partial_answer(
 
 
 async def test_a_socket_io_and_a_ws_socket_share_one_session_stream(
-    live_daphne, sio, user, fake_gemini
+    live_pool, sio, user, fake_gemini
 ):
     session = await new_session(user)
     token = await token_for(user)
-    base = live_daphne()
+    base = live_pool()
     io_socket = await sio(base, token)
     await io_socket.call("join-session", {"sessionId": str(session.id)})
     await io_socket.expect("session:joined")
@@ -421,10 +421,10 @@ async def test_a_socket_io_and_a_ws_socket_share_one_session_stream(
 
 
 @pytest.mark.parametrize("transports", TRANSPORTS)
-async def test_tool_execute_reads_a_file_as_the_seed_writes_it(live_daphne, sio, user, transports):
+async def test_tool_execute_reads_a_file_as_the_seed_writes_it(live_pool, sio, user, transports):
     session = await new_session(user)
     (session_workspace(session) / "file.txt").write_text("first line\nsecond line\n")
-    socket = await sio(live_daphne(), await token_for(user), transports=transports)
+    socket = await sio(live_pool(), await token_for(user), transports=transports)
     await socket.emit("join-session", {"sessionId": str(session.id)})
 
     started = await socket.call(
@@ -449,9 +449,9 @@ async def test_tool_execute_reads_a_file_as_the_seed_writes_it(live_daphne, sio,
 
 
 async def test_an_admin_receives_monitoring_events_until_unsubscribed(
-    live_daphne, sio, admin_user, user
+    live_pool, sio, admin_user, user
 ):
-    base = live_daphne()
+    base = live_pool()
     admin = await sio(base, await token_for(admin_user), transports=["polling"])
 
     assert await admin.call("monitoring:subscribe", {"types": ["session"]}) == {
@@ -476,8 +476,8 @@ async def test_an_admin_receives_monitoring_events_until_unsubscribed(
     await admin.still_open()
 
 
-async def test_an_engineer_is_refused_monitoring_and_the_socket_stays_open(live_daphne, sio, user):
-    base = live_daphne()
+async def test_an_engineer_is_refused_monitoring_and_the_socket_stays_open(live_pool, sio, user):
+    base = live_pool()
     socket = await sio(base, await token_for(user))
 
     refused = await socket.call("monitoring:subscribe")
@@ -511,9 +511,9 @@ async def test_an_engineer_is_refused_monitoring_and_the_socket_stays_open(live_
     ],
 )
 async def test_a_bad_event_payload_answers_error_and_the_socket_stays_open(
-    live_daphne, sio, user, event, args, code
+    live_pool, sio, user, event, args, code
 ):
-    socket = await sio(live_daphne(), await token_for(user))
+    socket = await sio(live_pool(), await token_for(user))
 
     await socket.client.emit(event, tuple(args) if len(args) > 1 else args[0])
     error = await socket.expect("error")
@@ -529,9 +529,9 @@ async def test_a_bad_event_payload_answers_error_and_the_socket_stays_open(
     [("2garbage", "bad_request"), ("2[]", "bad_request"), ("2[1]", "validation_error")],
 )
 async def test_a_malformed_packet_answers_error_and_the_socket_stays_open(
-    live_daphne, sio, user, packet, code
+    live_pool, sio, user, packet, code
 ):
-    socket = await sio(live_daphne(), await token_for(user))
+    socket = await sio(live_pool(), await token_for(user))
 
     # Straight onto Engine.IO: no Socket.IO client would write these.
     await socket.client.eio.send(packet)
@@ -542,9 +542,9 @@ async def test_a_malformed_packet_answers_error_and_the_socket_stays_open(
 
 @pytest.mark.parametrize("transports", TRANSPORTS)
 async def test_an_event_over_the_frame_limit_is_refused_and_the_socket_stays_open(
-    live_daphne, sio, user, transports
+    live_pool, sio, user, transports
 ):
-    socket = await sio(live_daphne(), await token_for(user), transports=transports)
+    socket = await sio(live_pool(), await token_for(user), transports=transports)
 
     answer = await socket.call(
         "chat:message", {"content": "x" * (settings.WS_MAX_FRAME_BYTES + 1000)}
@@ -555,8 +555,8 @@ async def test_an_event_over_the_frame_limit_is_refused_and_the_socket_stays_ope
     await socket.still_open()
 
 
-async def test_events_spend_the_users_rate_limit_shared_with_rest(live_daphne, sio, user):
-    base = live_daphne()
+async def test_events_spend_the_users_rate_limit_shared_with_rest(live_pool, sio, user):
+    base = live_pool()
     token = await token_for(user)
     socket = await sio(base, token)
 
@@ -570,9 +570,9 @@ async def test_events_spend_the_users_rate_limit_shared_with_rest(live_daphne, s
     assert status == 429
 
 
-async def test_leaving_and_disconnecting_free_the_session_membership(live_daphne, sio, user):
+async def test_leaving_and_disconnecting_free_the_session_membership(live_pool, sio, user):
     session = await new_session(user)
-    socket = await sio(live_daphne(), await token_for(user))
+    socket = await sio(live_pool(), await token_for(user))
     await socket.call("join-session", {"sessionId": str(session.id)})
     assert await members(session) == 1
 
@@ -585,8 +585,8 @@ async def members_are(session, count: int) -> bool:
     return await members(session) == count
 
 
-def test_cors_admits_cors_origin_and_the_servers_own_pages_only(live_daphne):
-    base = live_daphne()
+def test_cors_admits_cors_origin_and_the_servers_own_pages_only(live_pool):
+    base = live_pool()
     handshake = f"{base}/socket.io/?EIO=4&transport=polling"
     allowed = "*" if cors.CORS_ALLOW_ALL_ORIGINS else cors.CORS_ALLOWED_ORIGINS[0]
     origin = "http://localhost:3001" if allowed == "*" else allowed
@@ -606,8 +606,8 @@ def test_cors_admits_cors_origin_and_the_servers_own_pages_only(live_daphne):
         assert "Access-Control-Allow-Origin" not in headers
 
 
-def test_the_socket_io_path_answers_the_engine_io_handshake(live_daphne):
-    status, _, body = http("GET", f"{live_daphne()}/socket.io/?EIO=4&transport=polling")
+def test_the_socket_io_path_answers_the_engine_io_handshake(live_pool):
+    status, _, body = http("GET", f"{live_pool()}/socket.io/?EIO=4&transport=polling")
 
     assert status == 200
     handshake = json.loads(body[1:])
@@ -620,12 +620,12 @@ def test_the_socket_io_path_answers_the_engine_io_handshake(live_daphne):
 
 
 async def test_a_socket_on_one_server_hears_a_turn_started_on_another_and_confirms_it(
-    live_daphne, sio, user, fake_gemini
+    live_pool, sio, user, fake_gemini
 ):
     session = await new_session(user)
     token = await token_for(user)
-    watcher = await sio(live_daphne("a"), token, transports=["polling"])
-    sender = await sio(live_daphne("b"), token, transports=["websocket"])
+    watcher = await sio(live_pool("a"), token, transports=["polling"])
+    sender = await sio(live_pool("b"), token, transports=["websocket"])
     for socket in (watcher, sender):
         await socket.call("join-session", {"sessionId": str(session.id)})
         await socket.expect("session:joined")
@@ -657,9 +657,9 @@ async def test_a_socket_on_one_server_hears_a_turn_started_on_another_and_confir
 
 
 async def test_an_admin_on_one_server_hears_monitoring_events_from_both(
-    live_daphne, sio, admin_user, user
+    live_pool, sio, admin_user, user
 ):
-    server_a, server_b = live_daphne("a"), live_daphne("b")
+    server_a, server_b = live_pool("a"), live_pool("b")
     admin = await sio(server_a, await token_for(admin_user))
     await admin.call("monitoring:subscribe", {"types": ["session"]})
     await admin.expect("monitoring:subscribed")
@@ -680,7 +680,7 @@ async def test_an_admin_on_one_server_hears_monitoring_events_from_both(
 
 
 async def test_joining_while_a_background_turn_runs_replays_it_from_its_start(
-    live_daphne, sio, user, fake_gemini
+    live_pool, sio, user, fake_gemini
 ):
     """issue 11: a Socket.IO join-session replays a running turn, as /ws/ does (one protocol)."""
     import aiohttp
@@ -688,7 +688,7 @@ async def test_joining_while_a_background_turn_runs_replays_it_from_its_start(
     session = await new_session(user)
     token = await token_for(user)
     words = ["one ", "two ", "three ", "four"]
-    base = live_daphne()
+    base = live_pool()
     async with (
         aiohttp.ClientSession() as http,
         http.post(

@@ -67,7 +67,7 @@ class SeedRun:
 
 
 @pytest.fixture
-async def seed_client(live_daphne):
+async def seed_client(live_pool):
     """`seed_client(scenario, token, transports=None, **env)` starts the seed's client."""
     if not shutil.which("node") or not (CLIENT_DIR / "node_modules" / "socket.io-client").is_dir():
         message = "socket.io-client is not installed: npm ci --prefix tests/socketio_client"
@@ -79,7 +79,7 @@ async def seed_client(live_daphne):
     async def start(scenario: str, token: str, transports: str | None = None, **env) -> SeedRun:
         environment = {key: value for key, value in os.environ.items() if key != "TRANSPORTS"}
         environment.update(
-            SERVER_URL=live_daphne(),
+            SERVER_URL=live_pool(),
             TOKEN=token,
             SCENARIO=scenario,
             TIMEOUT_MS=str(TIMEOUT * 1000),
@@ -180,12 +180,12 @@ async def test_execute_tool_reads_a_workspace_file(seed_client, user, transports
 
 
 @pytest.mark.parametrize("transports", TRANSPORTS)
-async def test_an_admin_monitors_activity(seed_client, live_daphne, admin_user, user, transports):
+async def test_an_admin_monitors_activity(seed_client, live_pool, admin_user, user, transports):
     run = await seed_client("monitoring", await token_for(admin_user), transports)
     assert await run.event("monitoring:subscribed") == {"types": []}
 
     status, _, body = await asyncio.to_thread(
-        http, "POST", f"{live_daphne()}/api/v1/sessions", token=await token_for(user), body={}
+        http, "POST", f"{live_pool()}/api/v1/sessions", token=await token_for(user), body={}
     )
 
     assert status == 201

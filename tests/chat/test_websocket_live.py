@@ -1,4 +1,4 @@
-"""The WebSocket API on real daphne processes sharing PostgreSQL and Redis, with a real client."""
+"""The WebSocket API on real server processes sharing PostgreSQL and Redis, with a real client."""
 
 import asyncio
 import json
@@ -97,9 +97,9 @@ def http_post(url: str, body: dict, token: str) -> tuple[int, dict]:
 
 
 async def test_a_turn_sent_on_one_server_streams_to_a_socket_on_another(
-    daphne_servers, live_socket, user
+    live_servers, live_socket, user
 ):
-    server_a, server_b = daphne_servers(), daphne_servers()
+    server_a, server_b = live_servers(), live_servers()
     session = await sync_to_async(session_create)(user=user, config={"approvalMode": "default"})
     token = await token_for(user)
     watcher = await live_socket(server_a, token)
@@ -144,9 +144,9 @@ async def test_a_turn_sent_on_one_server_streams_to_a_socket_on_another(
 
 
 async def test_monitoring_on_one_server_sees_events_produced_on_another(
-    daphne_servers, live_socket, admin_user, user
+    live_servers, live_socket, admin_user, user
 ):
-    server_a, server_b = daphne_servers(), daphne_servers()
+    server_a, server_b = live_servers(), live_servers()
     admin = await live_socket(server_a, await token_for(admin_user))
     await admin.send("monitoring:subscribe", {"types": ["session"]})
     await admin.expect("monitoring:subscribed")
@@ -166,25 +166,25 @@ async def test_monitoring_on_one_server_sees_events_produced_on_another(
 
 
 @pytest.fixture
-def daphne_pinging(daphne_servers):
-    """One daphne that pings every second and drops a socket that leaves a ping unanswered for 1 s."""
-    return daphne_servers("--ping-interval", "1", "--ping-timeout", "1")
+def server_pinging(live_servers):
+    """One server that pings every second and drops a socket that leaves a ping unanswered for 1 s."""
+    return live_servers("--ws-ping-interval", "1", "--ws-ping-timeout", "1")
 
 
 async def test_a_client_that_stops_answering_pings_is_dropped_and_leaves_its_session(
-    daphne_pinging, live_socket, user
+    server_pinging, live_socket, user
 ):
     session = await sync_to_async(session_create)(user=user)
     token = await token_for(user)
     # The client's own keepalive is off: only the server's pings are in play.
-    silent = await live_socket(daphne_pinging, token, ping_interval=None)
-    alive = await live_socket(daphne_pinging, token, ping_interval=None)
+    silent = await live_socket(server_pinging, token, ping_interval=None)
+    alive = await live_socket(server_pinging, token, ping_interval=None)
     for socket in (silent, alive):
         await socket.send("join-session", {"sessionId": str(session.id)})
         await socket.expect("session:joined")
     assert await members(session) == 2
 
-    # A frozen tab: its socket reads nothing more, so daphne's pings go unanswered.
+    # A frozen tab: its socket reads nothing more, so the server's pings go unanswered.
     silent.connection.transport.pause_reading()
 
     await wait_for(lambda: members_is(session, 1), what="the silent socket to be dropped and leave")
@@ -199,9 +199,9 @@ async def members_is(session, count: int) -> bool:
 
 
 async def test_a_frame_over_the_limit_gets_an_error_and_the_socket_stays_open(
-    daphne_servers, live_socket, user
+    live_servers, live_socket, user
 ):
-    server = daphne_servers()
+    server = live_servers()
     socket = await live_socket(server, await token_for(user))
 
     await socket.send("ping", {"padding": "x" * (1024 * 1024 + 1000)})

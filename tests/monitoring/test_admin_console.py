@@ -391,14 +391,12 @@ async def _next_event(socket, name: str, where=lambda data: True) -> dict:
                 return frame["data"]
 
 
-async def test_the_live_tail_receives_an_event_from_another_server(
-    daphne_servers, admin_user, user
-):
+async def test_the_live_tail_receives_an_event_from_another_server(live_servers, admin_user, user):
     import aiohttp
 
     from accounts.services import token_pair_issue
 
-    server_a, server_b = daphne_servers(), daphne_servers()
+    server_a, server_b = live_servers(), live_servers()
     client = Client()
     await sync_to_async(client.force_login)(admin_user)
     token = live_tail_token(await sync_to_async(client.get)(LIVE))
@@ -529,13 +527,13 @@ async def open_live_tail(browser, base_url: str, admin, *, before_load: str = ""
 
 
 async def test_the_live_tail_page_shows_an_event_in_a_real_browser(
-    daphne_servers, browser, admin_user, user
+    live_servers, browser, admin_user, user
 ):
     import aiohttp
 
     from accounts.services import token_pair_issue
 
-    server_a, server_b = daphne_servers(), daphne_servers()
+    server_a, server_b = live_servers(), live_servers()
     engineer_token = (await sync_to_async(token_pair_issue)(user=user))["accessToken"]
     await open_live_tail(browser, server_a, admin_user)
 
@@ -577,11 +575,11 @@ window.WebSocket = function (...args) { const s = new PageSocket(...args); windo
 
 
 async def test_the_live_tail_page_stops_retrying_once_its_token_is_refused(
-    daphne_servers, browser, admin_user
+    live_servers, browser, admin_user
 ):
     from accounts.models import User
 
-    server = daphne_servers()
+    server = live_servers()
     await open_live_tail(browser, server, admin_user, before_load=KEEP_SOCKETS)
     # The admin's account is closed while the page is open; then the socket drops.
     await sync_to_async(User.objects.filter(pk=admin_user.pk).update)(is_active=False)

@@ -209,11 +209,11 @@ async def test_a_silent_stream_sends_keep_alives(admin_user, settings):
 
 
 async def test_an_event_recorded_on_one_server_reaches_a_stream_on_another(
-    daphne_servers, admin_user, user
+    live_servers, admin_user, user
 ):
     import aiohttp
 
-    server_a, server_b = daphne_servers(), daphne_servers()
+    server_a, server_b = live_servers(), live_servers()
     admin_token, engineer_token = await token_of(admin_user), await token_of(user)
 
     async with (

@@ -1,4 +1,4 @@
-"""Restarts and crashes of real daphne processes (PostgreSQL and Redis): nothing is lost.
+"""Restarts and crashes of real server processes (PostgreSQL and Redis): nothing is lost.
 
 SIGTERM drains (the stream ends with `error` and `done`, the answer so far is kept, the session is
 free at once); SIGKILL loses at most the last second of the answer and frees the session within
@@ -112,10 +112,15 @@ def exited(process, timeout: float = TIMEOUT) -> int:
     return process.wait(timeout=timeout)
 
 
+# A server that stopped on its own after SIGTERM: uvicorn, once it has shut down, raises the
+# signal again with its default action, so the exit status says which signal stopped it.
+STOPPED_BY_SIGTERM = -signal.SIGTERM
+
+
 async def test_sigterm_mid_turn_ends_the_stream_keeps_the_answer_and_frees_the_session(
-    daphne_servers, user, http
+    live_servers, user, http
 ):
-    server = daphne_servers(DRAIN_SECONDS="3")
+    server = live_servers(DRAIN_SECONDS="3")
     session = await sync_to_async(session_create)(user=user)
     other = await sync_to_async(session_create)(user=user)
     token = await token_for(user)
@@ -144,7 +149,7 @@ async def test_sigterm_mid_turn_ends_the_stream_keeps_the_answer_and_frees_the_s
     with pytest.raises(ConnectionClosed) as closed:
         await asyncio.wait_for(socket.recv(), TIMEOUT)
     assert closed.value.rcvd.code == 1012
-    assert await asyncio.to_thread(exited, server.process) == 0
+    assert await asyncio.to_thread(exited, server.process) == STOPPED_BY_SIGTERM
 
     # The answer streamed so far is kept, and says it was cut off.
     history = await stored_history(session)
@@ -154,15 +159,15 @@ async def test_sigterm_mid_turn_ends_the_stream_keeps_the_answer_and_frees_the_s
     assert history[-1]["id"] == done["messageId"]
 
     # After the restart the next message works at once.
-    restarted = daphne_servers()
+    restarted = live_servers()
     async with post_chat(http, restarted, token, session, scripted({"text": "again"})) as response:
         assert response.status == 200
         frames = await SSE(response).rest()
     assert frames[-1]["type"] == "done" and frames[-1]["data"]["finishReason"] == "STOP"
 
 
-async def test_sigterm_lets_a_short_turn_finish_before_the_server_stops(daphne_servers, user, http):
-    server = daphne_servers(DRAIN_SECONDS="20")
+async def test_sigterm_lets_a_short_turn_finish_before_the_server_stops(live_servers, user, http):
+    server = live_servers(DRAIN_SECONDS="20")
     session = await sync_to_async(session_create)(user=user)
     token = await token_for(user)
     words = WORDS[:8]
@@ -177,14 +182,14 @@ async def test_sigterm_lets_a_short_turn_finish_before_the_server_stops(daphne_s
     assert "error" not in stream.types()
     assert stream.frames[-1]["data"]["finishReason"] == "STOP"
     assert "".join(stream.contents()) == "".join(words)
-    assert await asyncio.to_thread(exited, server.process) == 0
+    assert await asyncio.to_thread(exited, server.process) == STOPPED_BY_SIGTERM
     assert (await stored_history(session))[-1]["finishReason"] == "STOP"
 
 
 async def test_sigkill_mid_turn_keeps_the_answer_up_to_a_second_before_and_frees_the_session(
-    daphne_servers, user, http
+    live_servers, user, http
 ):
-    server = daphne_servers()
+    server = live_servers()
     session = await sync_to_async(session_create)(user=user)
     token = await token_for(user)
 
@@ -195,7 +200,7 @@ async def test_sigkill_mid_turn_keeps_the_answer_up_to_a_second_before_and_frees
         server.process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(exited, server.process)
 
-    restarted = daphne_servers()
+    restarted = live_servers()
     ready_at = time.monotonic()
     while True:
         response = await post_chat(
@@ -226,9 +231,9 @@ async def test_sigkill_mid_turn_keeps_the_answer_up_to_a_second_before_and_frees
 
 
 async def test_a_background_turn_survives_its_client_and_is_reattached_from_another_process(
-    daphne_servers, user, http
+    live_servers, user, http
 ):
-    server_a, server_b = daphne_servers(), daphne_servers()
+    server_a, server_b = live_servers(), live_servers()
     session = await sync_to_async(session_create)(user=user)
     token = await token_for(user)
     words = WORDS[:20]

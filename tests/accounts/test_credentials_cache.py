@@ -1,0 +1,142 @@
+"""Credentials a process holds (accounts.credentials): read once, then no query per request, and
+dropped at once, on every process, when the user or one of their keys changes."""
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from accounts.models import ApiKey
+from accounts.services import api_key_create, token_pair_issue, user_update
+from tests.accounts.conftest import ME_URL, assert_error
+
+pytestmark = pytest.mark.django_db
+
+
+def key_client(raw: str):
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=raw)
+    return client
+
+
+def me_queries(client) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(ME_URL).status_code == 200
+    return len(queries)
+
+
+def test_a_known_api_key_costs_no_query_from_its_second_use_on(user):
+    _key, raw = api_key_create(user=user)
+    client = key_client(raw)
+    assert client.get(ME_URL).status_code == 200  # learns the key's owner
+    assert client.get(ME_URL).status_code == 200  # reads it with the owner's epoch
+
+    assert me_queries(client) == 0
+
+
+def test_a_jwt_users_second_request_costs_no_query(user):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_pair_issue(user=user)['accessToken']}")
+    assert client.get(ME_URL).status_code == 200
+
+    assert me_queries(client) == 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(
+            lambda key, user: setattr(user, "is_active", False) or user.save(), id="user-saved"
+        ),
+        pytest.param(
+            lambda key, user: setattr(key, "revoked_at", key.created_at) or key.save(),
+            id="key-saved",
+        ),
+        pytest.param(lambda key, user: key.delete(), id="key-deleted"),
+    ],
+)
+def test_a_change_saved_anywhere_is_seen_by_the_next_request(user, change):
+    """The admin console and a shell save models directly: the model signals forget them."""
+    key, raw = api_key_create(user=user)
+    client = key_client(raw)
+    for _ in range(2):
+        assert client.get(ME_URL).status_code == 200
+
+    change(ApiKey.objects.get(pk=key.pk), ApiKey.objects.get(pk=key.pk).user)
+
+    assert client.get(ME_URL).status_code == 401
+
+
+def test_a_renamed_user_is_shown_renamed_at_once(user, admin_user):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_pair_issue(user=user)['accessToken']}")
+    assert client.get(ME_URL).json()["name"] != "Renamed"
+
+    user_update(user=user, actor=admin_user, name="Renamed")
+
+    assert client.get(ME_URL).json()["name"] == "Renamed"
+
+
+def test_what_a_request_does_to_its_user_is_not_shared(user):
+    from accounts.services import api_key_authenticate
+
+    _key, raw = api_key_create(user=user)
+    api_key_authenticate(raw)
+    first = api_key_authenticate(raw)
+    first.user.name = "changed by a request"
+
+    assert api_key_authenticate(raw).user.name == user.name
+
+
+def test_without_a_cache_lifetime_every_request_reads_the_database(user, settings):
+    settings.CREDENTIALS_CACHE_SECONDS = 0
+    _key, raw = api_key_create(user=user)
+    client = key_client(raw)
+    client.get(ME_URL)
+
+    assert me_queries(client) >= 1
+
+
+def _me(base_url: str, raw: str) -> int:
+    request = urllib.request.Request(f"{base_url}{ME_URL}", headers={"X-API-Key": raw})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_revoked_through_one_process_is_refused_by_another_at_once(live_pool, user):
+    first, second = live_pool("a"), live_pool("b")
+    key, raw = api_key_create(user=user)
+    for base_url in (first, second, first, second):
+        assert _me(base_url, raw) == 200  # both processes now hold the key
+
+    token = token_pair_issue(user=user)["accessToken"]
+    request = urllib.request.Request(
+        f"{first}/api/v1/auth/api-keys/{key.id}",
+        method="DELETE",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 204
+
+    assert _me(second, raw) == 401
+    assert _me(first, raw) == 401
+
+
+def test_a_revoked_key_answers_why(user):
+    key, raw = api_key_create(user=user)
+    client = key_client(raw)
+    client.get(ME_URL)
+    client.get(ME_URL)
+    key.revoked_at = key.created_at
+    key.save()
+
+    body = assert_error(client.get(ME_URL), 401, "unauthenticated")
+    assert "revoked" in json.dumps(body).lower()
