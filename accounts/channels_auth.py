@@ -3,16 +3,16 @@
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.authentication import credential_authenticate
 from accounts.models import ApiKey
+from gemini_server.db import db_async
 from gemini_server.errors import Unauthenticated
 
 
-@database_sync_to_async
+@db_async
 def scope_credentials(raw: str) -> tuple:
     """(user, api key or None, when a JWT expires or None) for a raw token; raises Unauthenticated.
 

@@ -7,7 +7,6 @@ session through its channel-layer group, on any process.
 
 import json
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -19,6 +18,7 @@ from chat.protocol import (  # noqa: F401
     error_payload,
     frame_field,
 )
+from gemini_server.db import db_async
 from gemini_server.errors import (
     ApiError,
     BadRequest,
@@ -104,7 +104,7 @@ class GeminiConsumer(AsyncWebsocketConsumer):
             await self.emit("error", error_payload(error))
             return
         except Exception as exc:
-            await database_sync_to_async(internal_error_report)(exc, user=self.protocol.user)
+            await db_async(internal_error_report)(exc, user=self.protocol.user)
             await self.emit("error", error_payload(api_error_from_exception(exc)))
             return
         answer = await self.protocol.receive(name, frame.get("data"))

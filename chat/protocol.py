@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
@@ -32,6 +31,7 @@ from chat.turns.control import turn_cancel, turn_confirm
 from chat.turns.frames import turn_frames_follow
 from chat.turns.loop import turn_open
 from gemini_server import metrics
+from gemini_server.db import db_async
 from gemini_server.errors import (
     ApiError,
     BadRequest,
@@ -224,7 +224,7 @@ class SocketProtocol:
         except ApiError as error:
             return Answer(error=error)
         except Exception as exc:
-            await database_sync_to_async(internal_error_report)(exc, user=self.user)
+            await db_async(internal_error_report)(exc, user=self.user)
             return Answer(error=api_error_from_exception(exc))
 
     async def _dispatch(self, name: str, data) -> dict | None:
@@ -251,7 +251,7 @@ class SocketProtocol:
                 'Authenticate first: send {"event": "auth", "data": {"token": ...}}'
             )
         # Every action spends the user's budget, as every REST request does.
-        wait = await database_sync_to_async(user_rate_limit_hit)(user=self.user)
+        wait = await db_async(user_rate_limit_hit)(user=self.user)
         if wait is not None:
             raise RateLimited(retry_after=wait)
         return await handler(data)
@@ -306,7 +306,7 @@ class SocketProtocol:
             return False
         if max_age and time.monotonic() - self.checked_at < max_age:
             return True
-        allowed = await database_sync_to_async(self._credentials_check)()
+        allowed = await db_async(self._credentials_check)()
         if allowed:
             self.checked_at = time.monotonic()
         return allowed
@@ -342,14 +342,14 @@ class SocketProtocol:
 
     async def join_session(self, data: dict) -> dict:
         session_id = frame_field(data, "sessionId")
-        session = await database_sync_to_async(session_get)(session_id=session_id, user=self.user)
-        body = await database_sync_to_async(session_to_dict)(session)
+        session = await db_async(session_get)(session_id=session_id, user=self.user)
+        body = await db_async(session_to_dict)(session)
         joined_now = self.session_id != str(session.id)
         if joined_now:
             await self._leave()
             self.session_id = str(session.id)
             await self.layer.group_add(session_group(session.id), self.channel)
-            await database_sync_to_async(_members_change)(session.id, 1)
+            await db_async(_members_change)(session.id, 1)
         answer = await self._reply(
             "session:joined", {"sessionId": str(session.id), "session": body}
         )
@@ -370,7 +370,7 @@ class SocketProtocol:
             return
         session_id, self.session_id = self.session_id, None
         await self.layer.group_discard(session_group(session_id), self.channel)
-        remaining = await database_sync_to_async(_members_change)(session_id, -1)
+        remaining = await db_async(_members_change)(session_id, -1)
         if remaining <= 0:
             # Nobody is watching any more: stop the turn; its partial answer is kept.
             await self.layer.group_send(
@@ -380,9 +380,7 @@ class SocketProtocol:
     async def _joined_session(self, *, write: bool):
         if self.session_id is None:
             raise BadRequest("Join a session first (join-session)")
-        return await database_sync_to_async(session_get)(
-            session_id=self.session_id, user=self.user, write=write
-        )
+        return await db_async(session_get)(session_id=self.session_id, user=self.user, write=write)
 
     def _require_operator(self) -> None:
         if self.user.role == Role.VIEWER:
@@ -394,9 +392,7 @@ class SocketProtocol:
         self._require_operator()
         content = frame_field(data, "content")
         session = await self._joined_session(write=True)
-        turn = await database_sync_to_async(turn_open)(
-            session=session, user=self.user, text=content, ip=self.ip
-        )
+        turn = await db_async(turn_open)(session=session, user=self.user, text=content, ip=self.ip)
         # The relay belongs to no socket: the turn goes on for the others if this one drops.
         relay = asyncio.create_task(_turn_relay(self.layer, turn))
         _RELAYS.add(relay)
@@ -406,7 +402,7 @@ class SocketProtocol:
     async def chat_cancel(self, data: dict) -> dict:
         self._require_operator()
         session = await self._joined_session(write=True)
-        await database_sync_to_async(turn_cancel)(session=session, actor=self.user)
+        await db_async(turn_cancel)(session=session, actor=self.user)
         return await self._reply("chat:cancelled", {"sessionId": str(session.id)})
 
     async def tool_confirm(self, data: dict) -> dict:
@@ -414,7 +410,7 @@ class SocketProtocol:
         call_id = frame_field(data, "callId")
         outcome = frame_field(data, "outcome")
         session = await self._joined_session(write=True)
-        await database_sync_to_async(turn_confirm)(
+        await db_async(turn_confirm)(
             session=session, call_id=call_id, outcome=outcome, actor=self.user
         )
         return await self._reply("tool:confirmed", {"callId": call_id, "outcome": outcome})
@@ -453,7 +449,7 @@ class SocketProtocol:
         except Exception as exc:
             error = exc if isinstance(exc, ApiError) else api_error_from_exception(exc)
             if not isinstance(exc, ApiError):
-                await database_sync_to_async(internal_error_report)(exc, user=self.user)
+                await db_async(internal_error_report)(exc, user=self.user)
             with suppress(Exception):
                 await self.transport.emit(
                     "tool:execution-error",
@@ -506,7 +502,7 @@ class SocketProtocol:
 
     async def _turn_follow_start(self, session) -> None:
         """Replays the session's running turn from its frame log, then follows it to `done`."""
-        if not await database_sync_to_async(session.turn_is_live)():
+        if not await db_async(session.turn_is_live)():
             return
         self.followed_turn = str(session.turn_id)
         self.follow_task = asyncio.create_task(

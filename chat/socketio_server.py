@@ -16,7 +16,6 @@ from functools import partial
 from urllib.parse import parse_qs, urlsplit
 
 import socketio
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from corsheaders.conf import conf as cors
 from django.conf import settings
@@ -26,6 +25,7 @@ from socketio.exceptions import ConnectionRefusedError as SocketIORefused
 
 from accounts.channels_auth import scope_credentials
 from chat.protocol import CLOSE_UNAUTHENTICATED, Answer, SocketProtocol, error_payload
+from gemini_server.db import db_async
 from gemini_server.errors import (
     ApiError,
     BadRequest,
@@ -143,9 +143,7 @@ class SocketIOConnection:
                 try:
                     result = await self._handle(kind, payload)
                 except Exception as exc:
-                    await database_sync_to_async(internal_error_report)(
-                        exc, user=self.protocol.user
-                    )
+                    await db_async(internal_error_report)(exc, user=self.protocol.user)
                     result = None
                 if answered is not None and not answered.done():
                     answered.set_result(result)
@@ -239,7 +237,7 @@ class GeminiNamespace(socketio.AsyncNamespace):
             # The client's connect_error: `message`, and the contract's error as `data`.
             raise SocketIORefused(error.message, error_payload(error)) from error
         except Exception as exc:
-            await database_sync_to_async(internal_error_report)(exc)
+            await db_async(internal_error_report)(exc)
             error = api_error_from_exception(exc)
             raise SocketIORefused(error.message, error_payload(error)) from exc
         layer = get_channel_layer()

@@ -7,17 +7,18 @@ and process_response) and one for the view, all in a thread it starts for each r
 costs 1.6 ms under uvicorn, an `auth/me` 5.3 ms.
 
 Here the middleware chain is built synchronous once, and a request's whole chain (middleware,
-view, rendering) runs in one call to the event loop's bounded thread pool
-(`gemini_server.threads`); the response is then sent from the loop as Django's handler sends it,
+view, rendering) runs in one call to the process's bounded thread pool (`gemini_server.db`);
+the response is then sent from the loop as Django's handler sends it,
 SSE bodies (async iterators) included. The thread's database connections go back to the pool
 when the call ends, as Django does at the end of a request, so a connection is held only while
-the request's synchronous part runs. The request id and what the view set in context variables
-carry over to the streamed body.
+the request's synchronous part runs. The request's id is adopted by the request's task, so the
+streamed body and the turn it starts log under it.
 """
 
-from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIHandler
-from django.db import close_old_connections
+
+from gemini_server.db import db_async
+from gemini_server.request_id import request_id_adopt
 
 
 class OneHopASGIHandler(ASGIHandler):
@@ -33,11 +34,6 @@ class OneHopASGIHandler(ASGIHandler):
         await self.handle(scope, receive, send)
 
     async def get_response_async(self, request):
-        return await sync_to_async(self._get_response_released, thread_sensitive=False)(request)
-
-    def _get_response_released(self, request):
-        close_old_connections()
-        try:
-            return self.get_response(request)
-        finally:
-            close_old_connections()
+        response = await db_async(self.get_response)(request)
+        request_id_adopt(request)
+        return response

@@ -3,11 +3,11 @@
 import asyncio
 import functools
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import JsonResponse
 
+from gemini_server.db import db_async
 from gemini_server.errors import BadRequest, json_error_response
 from gemini_server.lifecycle import draining
 
@@ -67,7 +67,7 @@ async def ready(request):
         }
         return JsonResponse(body, status=503)
     checks = {
-        "database": database_sync_to_async(_database_answers)(),
+        "database": db_async(_database_answers)(),
         "channelLayer": _channel_layer_answers(),
     }
     results = {}

@@ -22,9 +22,9 @@ import weakref
 from collections.abc import Callable
 from contextlib import suppress
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
+from gemini_server.db import db_async, threads_configure
 from gemini_server.workers import worker_retire, worker_start
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,8 @@ def on_start(hook: Callable[[], None]) -> None:
 
 
 async def process_start(*, lifespan: bool = False) -> None:
-    """Once per process, before its first request: the worker registry, start hooks, SIGTERM.
+    """Once per process, before its first request: the thread pool, the worker registry, start
+    hooks, SIGTERM.
 
     Only a process that a server runs does this: one that speaks the lifespan protocol, or one
     whose server handles SIGTERM (daphne's Twisted, uvicorn). A test's event loop does not.
@@ -96,7 +97,8 @@ async def process_start(*, lifespan: bool = False) -> None:
     _state.started = loop.create_future()
     try:
         if lifespan or _server_handles_sigterm():
-            await database_sync_to_async(_start_sync)()
+            threads_configure(loop)
+            await db_async(_start_sync)()
             _sigterm_install(loop)
     except BaseException as exc:
         _state.started.set_exception(exc)

@@ -32,12 +32,21 @@ def request_id_of(value: str | bytes | None) -> str:
     return uuid.uuid4().hex
 
 
+def request_id_adopt(request) -> None:
+    """The request's id (set by the middleware) becomes the current one, for what runs after
+    the view returned: a streamed body and the turn it starts."""
+    request_id = getattr(request, "request_id", None)
+    if request_id:
+        _current.set(request_id)
+
+
 class RequestIdMiddleware:
     """Django middleware: sets the id for the request and puts it on every response.
 
-    The id is not reset when the response is returned: a streamed body (SSE) and the turn it
-    starts run after this returns, in the same request task, and log under the id (a synchronous
-    chain runs in a copy of the request task's context, which asgiref carries back to the task).
+    In async mode the id is not reset when the response is returned: a streamed body (SSE) and
+    the turn it starts run after this returns, in the same request task, and log under the id.
+    Synchronous chains reset it (a thread serves many requests); the ASGI handler that runs them
+    from the loop then adopts the request's id for the body it streams (`request_id_adopt`).
     """
 
     sync_capable = True
@@ -53,8 +62,11 @@ class RequestIdMiddleware:
             return self.__acall__(request)
         request_id = request_id_of(request.headers.get(HEADER))
         request.request_id = request_id
-        _current.set(request_id)
-        response = self.get_response(request)
+        token = _current.set(request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            _current.reset(token)
         response[HEADER] = request_id
         return response
 

@@ -152,6 +152,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "timeout": env.float("DB_POOL_TIMEOUT", default=10),
         "max_idle": 300,
     }
+# Threads for the synchronous work of a serving process (a request's view, database calls of
+# turns and sockets): one per pooled database connection (gemini_server.db).
+SYNC_THREADS = env.int("SYNC_THREADS", default=env.int("DB_POOL_MAX", default=16))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="")

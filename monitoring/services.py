@@ -5,13 +5,13 @@ import logging
 import time
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 from django.core.cache.backends.locmem import LocMemCache
 from django.db import transaction
 
+from gemini_server.db import db_async
 from gemini_server.groups import MONITORING
 from gemini_server.scrub import secrets_scrub_all
 from gemini_server.storable import storable, storable_text
@@ -47,23 +47,29 @@ def event_record(
         raise ValueError(f"The action {action.value!r} is recorded as {ACTION_TYPES[action]!r}")
     if not settings.MONITORING_ENABLED:
         return None
-    try:
-        # A savepoint, so a failed insert cannot poison a caller's open transaction.
-        with transaction.atomic():
-            event = Event.objects.create(
-                type=type,
-                action=action,
-                user=user,
-                user_email=storable_text(user_email or (getattr(user, "email", "") or ""))[:254],
-                session_id=session_id,
-                data=secrets_scrub_all(redact(storable(data or {}), secrets=secrets)),
-                ip=ip,
-            )
-    except Exception:
-        if required:
-            raise
-        logger.exception("Could not record the %s.%s event", type, action.value)
-        return None
+
+    def create() -> Event:
+        return Event.objects.create(
+            type=type,
+            action=action,
+            user=user,
+            user_email=storable_text(user_email or (getattr(user, "email", "") or ""))[:254],
+            session_id=session_id,
+            data=secrets_scrub_all(redact(storable(data or {}), secrets=secrets)),
+            ip=ip,
+        )
+
+    if required:
+        # A failure rolls the caller's change back with it: no savepoint to recover to.
+        event = create()
+    else:
+        try:
+            # A savepoint, so a failed insert cannot poison a caller's open transaction.
+            with transaction.atomic():
+                event = create()
+        except Exception:
+            logger.exception("Could not record the %s.%s event", type, action.value)
+            return None
     transaction.on_commit(lambda: event_publish(event))
     return event
 
@@ -144,7 +150,7 @@ def error_record(
 
 async def aevent_record(**kwargs) -> Event | None:
     """event_record for async callers: the write runs off the event loop."""
-    return await database_sync_to_async(event_record)(**kwargs)
+    return await db_async(event_record)(**kwargs)
 
 
 def event_publish(event: Event) -> None:

@@ -6,10 +6,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import suppress
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from gemini_server.db import db_async
 from gemini_server.groups import MONITORING
 from gemini_server.layer import STOP as RECEIVER_STOP
 from gemini_server.layer import receiver_stop
@@ -106,12 +106,12 @@ async def monitoring_sse(
     subscription = _Subscription(get_channel_layer(), inbox)
     await subscription.open()
     try:
-        high_water = await database_sync_to_async(_latest_seq)()
+        high_water = await db_async(_latest_seq)()
         if last_event_id:
-            after_seq = await database_sync_to_async(event_seq_of)(last_event_id)
+            after_seq = await db_async(event_seq_of)(last_event_id)
             if after_seq is not None:
                 high_water = after_seq
-                for seq, event in await database_sync_to_async(_missed)(after_seq, types, user_id):
+                for seq, event in await db_async(_missed)(after_seq, types, user_id):
                     high_water = seq
                     yield _frame(event)
         yield b": connected\n\n"
@@ -122,7 +122,7 @@ async def monitoring_sse(
                 async for frame in _renew(subscription):
                     yield frame
                 renewed_at = loop.time()
-                for seq, event in await database_sync_to_async(_missed)(high_water, types, user_id):
+                for seq, event in await db_async(_missed)(high_water, types, user_id):
                     high_water = seq
                     if event_matches(event, types=types, user_id=user_id):
                         quiet_since = loop.time()

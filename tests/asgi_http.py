@@ -4,7 +4,7 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 
-from django.core.asgi import get_asgi_application
+from gemini_server.handler import OneHopASGIHandler
 
 
 @dataclass
@@ -53,7 +53,7 @@ async def asgi_request(
     `hang_up_when(response)` is checked after every body chunk; once it is true the client
     sends `http.disconnect`, as a browser closing the tab would.
     """
-    app = get_asgi_application()
+    app = OneHopASGIHandler()  # the handler the server runs (gemini_server.asgi)
     path, _, query = path.partition("?")
     raw = (
         body

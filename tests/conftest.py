@@ -211,7 +211,8 @@ class LiveServer(str):
 
 class ServerProcesses:
     """Real server processes (scripts/run-server, the production command line) on the test
-    database, Redis and the fake Gemini upstream; `start(*server_args, **env)` returns a base URL.
+    database, Redis and the fake Gemini upstream; `start(*server_args, **env)` returns a base URL
+    (`script="run-daphne"` starts the development server instead).
     Each is one process (WEB_CONCURRENCY=1, so that `.process` is the server a test stops or
     kills) unless the test asks for more workers."""
 
@@ -222,7 +223,7 @@ class ServerProcesses:
         self.fake_base_url = fake_base_url
         self.processes, self.logs = [], []
 
-    def start(self, *server_args: str, **env) -> str:
+    def start(self, *server_args: str, script: str = "run-server", **env) -> str:
         import os
         import subprocess
         import sys
@@ -251,7 +252,7 @@ class ServerProcesses:
             **{key: str(value) for key, value in env.items()},
         }
         process = subprocess.Popen(
-            ["bash", "scripts/run-server", *server_args],
+            ["bash", f"scripts/{script}", *server_args],
             cwd=Path(__file__).resolve().parent.parent,
             env=environment,
             stdout=subprocess.DEVNULL,

@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 import redis.asyncio as aioredis
-from channels.db import database_sync_to_async
 from django.conf import settings
 
+from gemini_server.db import db_async
 from sessions_app.models import Session
 
 logger = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ async def turn_frames_follow(*, session_id, turn_id, after: int) -> AsyncIterato
                 yield item
                 continue
             yield None
-            if not await database_sync_to_async(_turn_holds)(session_id, turn_id):
+            if not await db_async(_turn_holds)(session_id, turn_id):
                 break
         else:
             return

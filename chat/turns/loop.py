@@ -16,7 +16,6 @@ from contextlib import suppress
 
 import aiohttp
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from google.genai import errors as genai_errors
@@ -64,6 +63,7 @@ from chat.turns.loop_detection import LoopDetector, LoopHit, loop_feedback
 from chat.turns.slot import turn_decisions_since, turn_heartbeat, turn_release
 from chat.turns.store import message_draft_save, message_store
 from gemini_server import metrics
+from gemini_server.db import db_async
 from gemini_server.groups import turn_group
 from gemini_server.layer import STOP as RECEIVER_STOP
 from gemini_server.layer import receiver_stop
@@ -137,7 +137,7 @@ class _Draft:
     async def _write(self, parts: list[dict]) -> None:
         try:
             await self.turn._user_message_stored()
-            self.id = await database_sync_to_async(message_draft_save)(
+            self.id = await db_async(message_draft_save)(
                 session_id=self.turn.session.id, draft_id=self.id, parts=parts
             )
         except Exception:
@@ -450,9 +450,7 @@ class Turn:
                 # The user's message is stored before the session is free for another turn.
                 await self._user_message_stored()
             with suppress(Exception):
-                await database_sync_to_async(turn_release)(
-                    session_id=self.session.id, turn_id=self.turn_id
-                )
+                await db_async(turn_release)(session_id=self.session.id, turn_id=self.turn_id)
             metrics.turn_finished(finish_reason=finish_reason, usage=self._usage)
             if any(self._usage.values()):
                 self._emit(ev.USAGE, dict(self._usage))
@@ -465,6 +463,9 @@ class Turn:
                 turn_unregister(self)
 
     async def _fail(self, stop: TurnStopped) -> None:
+        with suppress(Exception):
+            # The audit trail keeps the order of what happened: the message, then its failure.
+            await self._user_message_stored()
         self._emit(
             ev.ERROR,
             {"code": stop.code, "message": stop.message, "retryable": stop.retryable, **stop.extra},
@@ -561,7 +562,7 @@ class Turn:
                 self.conversation.compress(split, snapshot)
                 self._prompt_tokens = 0
                 await self._user_message_stored()
-                stored = await database_sync_to_async(snapshot_store)(
+                stored = await db_async(snapshot_store)(
                     session_id=self.session.id,
                     epoch=self.session.history_epoch,
                     messages_covered=self.conversation.covered,
@@ -622,9 +623,9 @@ class Turn:
         is not released, before it is.
         """
         session = self.session
-        steps, snapshot, system_instruction, environment = await database_sync_to_async(
-            _conversation_inputs
-        )(session)
+        steps, snapshot, system_instruction, environment = await db_async(_conversation_inputs)(
+            session
+        )
         self.conversation = Conversation(
             steps,
             system_instruction=system_instruction,
@@ -641,7 +642,7 @@ class Turn:
         )
 
     async def _store_now(self, *, last: bool, **kwargs):
-        message = await database_sync_to_async(self._store)(**kwargs)
+        message = await db_async(self._store)(**kwargs)
         if last and message is not None:
             # The id `done` names: the user's message, the answer, or the tools' responses.
             self._last_message_id = str(message.id)
@@ -789,7 +790,7 @@ class Turn:
         prepared = await tool_prepare(name, args, self.context, call_id)
         tool, args = prepared.tool, prepared.args
         if tool is not None and prepared.valid:
-            session = await database_sync_to_async(Session.objects.get)(pk=self.session.id)
+            session = await db_async(Session.objects.get)(pk=self.session.id)
             refusal = approval.plan_refusal(tool.kind, tool.name, session.approval_mode)
             if refusal is None and approval.needs_confirmation(
                 tool.kind, session.approval_mode, session.always_allowed_tools, tool.name, args
@@ -807,9 +808,7 @@ class Turn:
                 }
                 if answer["outcome"] == "proceed_always":
                     for entry in approval.always_entries(tool.name, args):
-                        await database_sync_to_async(tool_always_allow)(
-                            session=self.session, tool_name=entry
-                        )
+                        await db_async(tool_always_allow)(session=self.session, tool_name=entry)
         if confirmation["outcome"] != "cancel":
             try:
                 await tool_call_begin(
@@ -987,7 +986,7 @@ class Turn:
             await asyncio.sleep(DECISION_POLL_SECONDS)
             since_beat += DECISION_POLL_SECONDS
             with suppress(Exception):
-                for decision in await database_sync_to_async(turn_decisions_since)(
+                for decision in await db_async(turn_decisions_since)(
                     turn_id=self.turn_id, after=seen
                 ):
                     seen = decision.pk
@@ -995,9 +994,7 @@ class Turn:
             if since_beat >= HEARTBEAT_SECONDS:
                 since_beat = 0.0
                 with suppress(Exception):
-                    await database_sync_to_async(turn_heartbeat)(
-                        session_id=self.session.id, turn_id=self.turn_id
-                    )
+                    await db_async(turn_heartbeat)(session_id=self.session.id, turn_id=self.turn_id)
 
 
 def _task_cancelling() -> bool:
