@@ -150,7 +150,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "min_size": env.int("DB_POOL_MIN", default=2),
         "max_size": env.int("DB_POOL_MAX", default=16),
         "timeout": env.float("DB_POOL_TIMEOUT", default=10),
-        "max_idle": 300,
+        # Past DB_POOL_MIN, a connection unused this long is closed: after a burst the pool
+        # shrinks back.
+        "max_idle": env.float("DB_POOL_MAX_IDLE", default=60),
     }
 # Threads for the synchronous work of a serving process (a request's view, database calls of
 # turns and sockets): one per pooled database connection (gemini_server.db).

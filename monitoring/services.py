@@ -4,7 +4,7 @@ import asyncio
 import logging
 import time
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
@@ -162,17 +162,26 @@ def event_publish(event: Event) -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        try:
-            async_to_sync(layer.group_send)(MONITORING, message)
-        except Exception:
-            logger.exception("Could not publish event %s", event.uuid)
+        pass
+    else:
+        # Called on the event loop itself: publish without blocking it.
+        task = asyncio.ensure_future(layer.group_send(MONITORING, message))
+        task.add_done_callback(_log_publish_failure)
         return
-    # Called on the event loop itself: publish without blocking it.
-    task = asyncio.ensure_future(layer.group_send(MONITORING, message))
-    task.add_done_callback(_log_publish_failure)
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if loop is not None and loop.is_running():
+        # A thread of a serving process (a view, a turn's database call): the loop publishes it,
+        # and the thread goes on instead of waiting for Redis with a pooled connection in hand.
+        future = asyncio.run_coroutine_threadsafe(layer.group_send(MONITORING, message), loop)
+        future.add_done_callback(_log_publish_failure)
+        return
+    try:
+        async_to_sync(layer.group_send)(MONITORING, message)
+    except Exception:
+        logger.exception("Could not publish event %s", event.uuid)
 
 
-def _log_publish_failure(task: asyncio.Task) -> None:
+def _log_publish_failure(task) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("Could not publish an event", exc_info=task.exception())
 
