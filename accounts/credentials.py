@@ -65,6 +65,26 @@ def _epoch_move(user_id) -> None:
     client.incr(_epoch_key(user_id))
 
 
+# An epoch that could not be read (Redis away).
+UNKNOWN = object()
+
+
+def credentials_epoch(user_id) -> object:
+    """The user's credentials epoch now (None before their first change), or UNKNOWN."""
+    try:
+        return _epoch(user_id)
+    except Exception:
+        return UNKNOWN
+
+
+def credentials_unchanged(user_id, epoch) -> bool:
+    """Whether nothing about the user's credentials changed since `epoch` was read: one Redis GET.
+    True when Redis cannot tell (a socket then relies on the announcement and its periodic
+    re-check, as without the epoch)."""
+    now = credentials_epoch(user_id)
+    return now is UNKNOWN or now == epoch
+
+
 def credential_cached(name: str, load: Callable[[], T | None], *, user_id=None) -> T | None:
     """What `load()` returns for `name` (an API key's prefix, a user id), from the process's
     memory while its user's epoch is unchanged; a None (nothing found) is never kept. `user_id`

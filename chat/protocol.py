@@ -20,6 +20,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from accounts.channels_auth import scope_credentials
+from accounts.credentials import UNKNOWN, credentials_epoch, credentials_unchanged
 from accounts.models import ApiKey, Role, User
 from accounts.serializers import UserSerializer
 from accounts.throttling import user_rate_limit_hit
@@ -66,8 +67,9 @@ GEMINI_EVENTS = {
 # Streamed events re-check the socket's credentials at most this often; inbound events and
 # monitoring events (every user's activity) always check.
 CREDENTIALS_RECHECK_SECONDS = 1.0
-# A socket's credentials are read from the database at most this often; a revocation or a
-# deactivation is announced to the user's sockets (user group) and checked at once.
+# A socket's credentials are read from the database at most this often, and at once when the
+# user's credentials epoch moved (any event compares it) or a change is announced to the user's
+# sockets (user group).
 CREDENTIALS_CACHE_SECONDS = 30.0
 # Redis forgets group memberships when it restarts, without telling the readers: a socket
 # renews its memberships this often (idempotent), which also outlasts channels_redis's expiry.
@@ -149,6 +151,8 @@ class SocketProtocol:
         self.followed_turn: str | None = None
         self.follow_task: asyncio.Task | None = None
         self.checked_at = 0.0
+        # The user's credentials epoch when they were last read (accounts.credentials).
+        self.checked_epoch = UNKNOWN
         self.refused = False
         self.handlers = {
             "join-session": self.join_session,
@@ -235,9 +239,9 @@ class SocketProtocol:
         if name == "auth":
             return await self.auth(data)
         # Any event, even a ping, finds out that the user was deactivated or the key revoked
-        # (read at most every CREDENTIALS_CACHE_SECONDS; a revocation is announced at once).
+        # (read at most every CREDENTIALS_CACHE_SECONDS, and at once after a change).
         if self.user is not None and not await self._still_allowed(
-            max_age=CREDENTIALS_CACHE_SECONDS
+            max_age=CREDENTIALS_CACHE_SECONDS, epoch_check=True
         ):
             await self._refuse()
             return None
@@ -277,7 +281,8 @@ class SocketProtocol:
         self, user: User, api_key: ApiKey | None, token_expires_at: datetime | None
     ) -> dict:
         self.user, self.api_key, self.token_expires_at = user, api_key, token_expires_at
-        self.checked_at = time.monotonic()
+        # Read at the first event, which reads the user's epoch with them.
+        self.checked_at, self.checked_epoch = time.monotonic(), UNKNOWN
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         await self.layer.group_add(user_group(user.pk), self.channel)
@@ -298,17 +303,27 @@ class SocketProtocol:
             return None
         return await self.authenticated(user, api_key, token_expires_at)
 
-    async def _still_allowed(self, *, max_age: float = 0.0) -> bool:
-        """Whether the user is active and the key usable; `max_age` reuses a recent answer."""
+    async def _still_allowed(self, *, max_age: float = 0.0, epoch_check: bool = False) -> bool:
+        """Whether the user is active and the key usable; `max_age` reuses a recent answer (with
+        `epoch_check`, only while the user's credentials epoch has not moved)."""
         if self.refused or self.user is None:
             return False
         if self.token_expires_at is not None and self.token_expires_at <= timezone.now():
             return False
-        if max_age and time.monotonic() - self.checked_at < max_age:
+        if (
+            max_age
+            and time.monotonic() - self.checked_at < max_age
+            # An inbound event also finds out, with one Redis GET, whether the user's epoch
+            # moved (a change to them or their keys): then they are read again now.
+            and (
+                not epoch_check
+                or await db_async(credentials_unchanged)(self.user.pk, self.checked_epoch)
+            )
+        ):
             return True
-        allowed = await db_async(self._credentials_check)()
+        epoch, allowed = await db_async(self._credentials_check)()
         if allowed:
-            self.checked_at = time.monotonic()
+            self.checked_at, self.checked_epoch = time.monotonic(), epoch
         return allowed
 
     async def credentials_changed(self, message: dict) -> None:
@@ -316,18 +331,20 @@ class SocketProtocol:
         if self.user is not None and not await self._still_allowed():
             await self._refuse()
 
-    def _credentials_check(self) -> bool:
-        """A deactivated user, a revoked key or an expired JWT loses an open socket at its next event."""
+    def _credentials_check(self) -> tuple[object, bool]:
+        """A deactivated user, a revoked key or an expired JWT loses an open socket at its next
+        event. Returns the user's credentials epoch, read before them, and the answer."""
+        epoch = credentials_epoch(self.user.pk)
         if self.token_expires_at is not None and self.token_expires_at <= timezone.now():
-            return False
+            return epoch, False
         user = User.objects.filter(pk=self.user.pk).first()
         if user is None or not user.is_active:
-            return False
+            return epoch, False
         self.user = user
         if self.api_key is not None:
             key = ApiKey.objects.filter(pk=self.api_key.pk).first()
-            return key is not None and key.is_usable()
-        return True
+            return epoch, key is not None and key.is_usable()
+        return epoch, True
 
     async def _refuse(self) -> None:
         """Closes a socket whose credentials stopped working; it hears nothing more."""
