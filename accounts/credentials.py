@@ -101,7 +101,7 @@ def credential_cached(name: str, load: Callable[[], T | None], *, user_id=None) 
                 if _epoch(_user_id_of(value)) == epoch:
                     return _copy(value)
             except Exception:
-                logger.warning("Redis is unreachable: credentials are read from the database")
+                _warn_unreachable()
                 return load()
         user_id = _user_id_of(value)
     if user_id is None:
@@ -116,6 +116,7 @@ def credential_cached(name: str, load: Callable[[], T | None], *, user_id=None) 
     try:
         epoch = _epoch(user_id)
     except Exception:
+        _warn_unreachable()
         return load()
     value = load()
     if value is not None and _user_id_of(value) == user_id:
@@ -126,6 +127,17 @@ def credential_cached(name: str, load: Callable[[], T | None], *, user_id=None) 
             _entries[name] = (time.monotonic(), epoch, value)
         return _copy(value)
     return value
+
+
+_warned_at = 0.0
+
+
+def _warn_unreachable() -> None:
+    """Once a minute at most: every request says it otherwise."""
+    global _warned_at
+    if time.monotonic() - _warned_at > 60:
+        _warned_at = time.monotonic()
+        logger.warning("Redis is unreachable: credentials are read from the database")
 
 
 def _user_id_of(value) -> object:
