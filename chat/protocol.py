@@ -10,6 +10,7 @@ process.
 import asyncio
 import logging
 import time
+import weakref
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,9 +75,36 @@ CREDENTIALS_CACHE_SECONDS = 30.0
 # Redis forgets group memberships when it restarts, without telling the readers: a socket
 # renews its memberships this often (idempotent), which also outlasts channels_redis's expiry.
 MEMBERSHIP_RENEW_SECONDS = 10.0
+# Signed-in sockets of this process, whose memberships one task renews (_renewal_join).
+_RENEWED: "weakref.WeakSet[SocketProtocol]" = weakref.WeakSet()
+_renewer: asyncio.Task | None = None
 # Running relays and direct tool runs, held so the event loop does not drop them midway.
 _RELAYS: set[asyncio.Task] = set()
 _TOOL_RUNS: set[asyncio.Task] = set()
+
+
+def _renewal_join(protocol: "SocketProtocol") -> None:
+    """The socket's memberships are renewed every MEMBERSHIP_RENEW_SECONDS from now on, by one
+    task of the process for every socket (a task per socket would cost each idle socket memory)."""
+    global _renewer
+    _RENEWED.add(protocol)
+    loop = asyncio.get_running_loop()
+    if _renewer is None or _renewer.done() or _renewer.get_loop() is not loop:
+        _renewer = loop.create_task(_renew_memberships_forever())
+
+
+def _renewal_leave(protocol: "SocketProtocol") -> None:
+    _RENEWED.discard(protocol)
+
+
+async def _renew_memberships_forever() -> None:
+    while _RENEWED:
+        await asyncio.sleep(MEMBERSHIP_RENEW_SECONDS)
+        for protocol in list(_RENEWED):
+            try:
+                await protocol.renew_memberships()
+            except Exception:
+                logger.warning("A socket could not renew its channel-layer memberships")
 
 
 class SocketTransport(Protocol):
@@ -132,6 +160,20 @@ def _members_change(session_id, delta: int) -> int:
         return max(0, delta)
 
 
+# The client events after `auth` and `ping`, and the methods that answer them (one table for the
+# process, not a dict of bound methods on every socket).
+HANDLERS = {
+    "join-session": "join_session",
+    "leave-session": "leave_session",
+    "chat:message": "chat_message",
+    "chat:cancel": "chat_cancel",
+    "tool:confirm": "tool_confirm",
+    "tool:execute": "tool_execute",
+    "monitoring:subscribe": "monitoring_subscribe",
+    "monitoring:unsubscribe": "monitoring_unsubscribe",
+}
+
+
 class SocketProtocol:
     """The state and handlers of one connection; handler names mirror event names."""
 
@@ -146,7 +188,6 @@ class SocketProtocol:
         self.session_id: str | None = None
         self.monitoring = MonitoringSubscription(layer, channel)
         self.auth_timer: asyncio.Task | None = None
-        self.renewer: asyncio.Task | None = None
         # The running turn this socket replays from its frame log (then ignores its live relay).
         self.followed_turn: str | None = None
         self.follow_task: asyncio.Task | None = None
@@ -154,16 +195,6 @@ class SocketProtocol:
         # The user's credentials epoch when they were last read (accounts.credentials).
         self.checked_epoch = UNKNOWN
         self.refused = False
-        self.handlers = {
-            "join-session": self.join_session,
-            "leave-session": self.leave_session,
-            "chat:message": self.chat_message,
-            "chat:cancel": self.chat_cancel,
-            "tool:confirm": self.tool_confirm,
-            "tool:execute": self.tool_execute,
-            "monitoring:subscribe": self.monitoring_subscribe,
-            "monitoring:unsubscribe": self.monitoring_unsubscribe,
-        }
 
     async def _reply(self, event: str, data: dict) -> dict:
         """Sends this socket its answer event; the same data goes into an acknowledgement."""
@@ -197,8 +228,7 @@ class SocketProtocol:
         self._turn_follow_stop()
         if self.auth_timer is not None:
             self.auth_timer.cancel()
-        if self.renewer is not None:
-            self.renewer.cancel()
+        _renewal_leave(self)
         await self._leave()
         await self.monitoring.unsubscribe()
         if self.user is not None:
@@ -212,14 +242,6 @@ class SocketProtocol:
         if self.session_id is not None:
             await self.layer.group_add(session_group(self.session_id), self.channel)
         await self.monitoring.renew()
-
-    async def _keep_memberships(self) -> None:
-        while True:
-            await asyncio.sleep(MEMBERSHIP_RENEW_SECONDS)
-            try:
-                await self.renew_memberships()
-            except Exception:
-                logger.warning("A socket could not renew its channel-layer memberships")
 
     async def receive(self, name: str, data) -> Answer:
         """Runs one client event; every failure comes back as the contract's error."""
@@ -247,7 +269,7 @@ class SocketProtocol:
             return None
         if name == "ping":
             return await self._reply("pong", {})
-        handler = self.handlers.get(name)
+        handler = HANDLERS.get(name)
         if handler is None:
             raise BadRequest(f"Unknown event: {name}")
         if self.user is None:
@@ -258,7 +280,7 @@ class SocketProtocol:
         wait = await db_async(user_rate_limit_hit)(user=self.user)
         if wait is not None:
             raise RateLimited(retry_after=wait)
-        return await handler(data)
+        return await getattr(self, handler)(data)
 
     async def layer_message(self, message: dict) -> None:
         """A channel-layer message for this connection (a transport without Channels' dispatch)."""
@@ -286,8 +308,7 @@ class SocketProtocol:
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         await self.layer.group_add(user_group(user.pk), self.channel)
-        if self.renewer is None:
-            self.renewer = asyncio.create_task(self._keep_memberships())
+        _renewal_join(self)
         return await self._reply("authenticated", {"user": UserSerializer(user).data})
 
     async def auth(self, data: dict) -> dict | None:
