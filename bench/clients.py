@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -83,6 +84,33 @@ async def _error_text(response: aiohttp.ClientResponse) -> str:
         return f"HTTP {response.status}"
 
 
+async def _stream(
+    http: aiohttp.ClientSession,
+    url: str,
+    *,
+    body: dict,
+    headers: dict,
+    timeout: float,
+    read: Callable[[aiohttp.ClientResponse, StreamResult], Awaitable[None]],
+) -> StreamResult:
+    """One streamed answer: POST, then `read(response, result)` follows the protocol's frames.
+    Every failure (a status, a timeout, a dropped connection) ends up in `result.error`."""
+    result = StreamResult(started=time.perf_counter())
+    try:
+        async with asyncio.timeout(timeout):
+            async with http.post(url, json=body, headers=headers) as response:
+                result.status = response.status
+                if response.status != 200:
+                    result.error = await _error_text(response)
+                    return result
+                await read(response, result)
+    except TimeoutError:
+        result.error = "timeout"
+    except (aiohttp.ClientError, OSError) as exc:
+        result.error = type(exc).__name__
+    return result
+
+
 async def server_turn(
     http: aiohttp.ClientSession,
     base: str,
@@ -94,38 +122,32 @@ async def server_turn(
     timeout: float = 120,
 ) -> StreamResult:
     """One chat message over SSE (`POST /api/v1/chat/message`), read to its `done` frame."""
-    result = StreamResult(started=time.perf_counter())
-    try:
-        async with asyncio.timeout(timeout):
-            async with http.post(
-                f"{base}/api/v1/chat/message",
-                json={"sessionId": session_id, "message": message},
-                headers={"Authorization": f"Bearer {token}"},
-            ) as response:
-                result.status = response.status
-                if response.status != 200:
-                    result.error = await _error_text(response)
-                    return result
-                async for data in _data_lines(response):
-                    frame = json.loads(data)
-                    kind = frame.get("type")
-                    if kind == "content":
-                        first = result.first is None
-                        result.chunk()
-                        if first and on_first is not None:
-                            await on_first()
-                    elif kind == "error":
-                        result.error = f"error frame {frame.get('data', {}).get('code')}"
-                    elif kind == "done":
-                        result.done = True
-                        break
-                if not result.done and result.error is None:
-                    result.error = "stream ended without done"
-    except TimeoutError:
-        result.error = "timeout"
-    except (aiohttp.ClientError, OSError) as exc:
-        result.error = type(exc).__name__
-    return result
+
+    async def read(response: aiohttp.ClientResponse, result: StreamResult) -> None:
+        async for data in _data_lines(response):
+            frame = json.loads(data)
+            kind = frame.get("type")
+            if kind == "content":
+                first = result.first is None
+                result.chunk()
+                if first and on_first is not None:
+                    await on_first()
+            elif kind == "error":
+                result.error = f"error frame {frame.get('data', {}).get('code')}"
+            elif kind == "done":
+                result.done = True
+                break
+        if not result.done and result.error is None:
+            result.error = "stream ended without done"
+
+    return await _stream(
+        http,
+        f"{base}/api/v1/chat/message",
+        body={"sessionId": session_id, "message": message},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=timeout,
+        read=read,
+    )
 
 
 async def litellm_turn(
@@ -137,74 +159,61 @@ async def litellm_turn(
     timeout: float = 120,
 ) -> StreamResult:
     """One OpenAI-style streaming chat completion through LiteLLM, read to `[DONE]`."""
-    result = StreamResult(started=time.perf_counter())
-    try:
-        async with asyncio.timeout(timeout):
-            async with http.post(
-                f"{base}/v1/chat/completions",
-                json={"model": MODEL, "messages": messages, "stream": True},
-                headers={"Authorization": f"Bearer {key}"},
-            ) as response:
-                result.status = response.status
-                if response.status != 200:
-                    result.error = await _error_text(response)
-                    return result
-                text = []
-                async for data in _data_lines(response):
-                    if data == b"[DONE]":
-                        result.done = True
-                        break
-                    frame = json.loads(data)
-                    if "error" in frame:
-                        result.error = "error frame"
-                        continue
-                    for choice in frame.get("choices") or []:
-                        content = (choice.get("delta") or {}).get("content")
-                        if content:
-                            text.append(content)
-                            result.chunk()
-                if not result.done and result.error is None:
-                    result.error = "stream ended without [DONE]"
-                result.text = "".join(text)
-    except TimeoutError:
-        result.error = "timeout"
-    except (aiohttp.ClientError, OSError) as exc:
-        result.error = type(exc).__name__
-    return result
+
+    async def read(response: aiohttp.ClientResponse, result: StreamResult) -> None:
+        text = []
+        async for data in _data_lines(response):
+            if data == b"[DONE]":
+                result.done = True
+                break
+            frame = json.loads(data)
+            if "error" in frame:
+                result.error = "error frame"
+                continue
+            for choice in frame.get("choices") or []:
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    text.append(content)
+                    result.chunk()
+        if not result.done and result.error is None:
+            result.error = "stream ended without [DONE]"
+        result.text = "".join(text)
+
+    return await _stream(
+        http,
+        f"{base}/v1/chat/completions",
+        body={"model": MODEL, "messages": messages, "stream": True},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=timeout,
+        read=read,
+    )
 
 
 async def direct_turn(
     http: aiohttp.ClientSession, fake_url: str, message: str, *, timeout: float = 60
 ) -> StreamResult:
     """The same answer asked of the fake directly, as a raw streaming request: the baseline."""
-    result = StreamResult(started=time.perf_counter())
-    body = {"contents": [{"role": "user", "parts": [{"text": message}]}]}
-    try:
-        async with asyncio.timeout(timeout):
-            async with http.post(
-                f"{fake_url}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
-                json=body,
-                headers={"x-goog-api-key": UPSTREAM_KEY},
-            ) as response:
-                result.status = response.status
-                if response.status != 200:
-                    result.error = await _error_text(response)
-                    return result
-                async for data in _data_lines(response):
-                    frame = json.loads(data)
-                    candidate = (frame.get("candidates") or [{}])[0]
-                    parts = (candidate.get("content") or {}).get("parts") or []
-                    if any(part.get("text") for part in parts):
-                        result.chunk()
-                    if candidate.get("finishReason"):
-                        result.done = True
-                if not result.done:
-                    result.error = "stream ended without finishReason"
-    except TimeoutError:
-        result.error = "timeout"
-    except (aiohttp.ClientError, OSError) as exc:
-        result.error = type(exc).__name__
-    return result
+
+    async def read(response: aiohttp.ClientResponse, result: StreamResult) -> None:
+        async for data in _data_lines(response):
+            frame = json.loads(data)
+            candidate = (frame.get("candidates") or [{}])[0]
+            parts = (candidate.get("content") or {}).get("parts") or []
+            if any(part.get("text") for part in parts):
+                result.chunk()
+            if candidate.get("finishReason"):
+                result.done = True
+        if not result.done:
+            result.error = "stream ended without finishReason"
+
+    return await _stream(
+        http,
+        f"{fake_url}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+        body={"contents": [{"role": "user", "parts": [{"text": message}]}]},
+        headers={"x-goog-api-key": UPSTREAM_KEY},
+        timeout=timeout,
+        read=read,
+    )
 
 
 class Api:

@@ -7,6 +7,17 @@ from asgiref.sync import sync_to_async
 
 from accounts.services import token_pair_issue
 
+# The socket events of a turn that answers, asks for one confirmed tool call, and answers again.
+CONFIRMED_TOOL_TURN = [
+    "gemini:content",
+    "gemini:tool-request",
+    "gemini:tool-confirmation",
+    "gemini:tool-result",
+    "gemini:content",
+    "gemini:usage",
+    "gemini:done",
+]
+
 
 def scripted(*steps, prompt: str = "Do the scripted thing") -> str:
     """A prompt that tells the fake upstream exactly what to answer, step by step."""

@@ -23,7 +23,7 @@ from accounts.models import User
 from accounts.services import api_key_revoke, token_pair_issue
 from sessions_app.services import session_create
 from sessions_app.workspace import session_workspace
-from tests.chat.conftest import scripted
+from tests.chat.conftest import CONFIRMED_TOOL_TURN, scripted
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -360,15 +360,7 @@ async def test_a_confirmation_runs_the_tool_and_every_socket_of_the_session_hear
     polled = await polling.until("gemini:done")
 
     stream = gemini(before + after)
-    assert [name for name, _ in stream] == [
-        "gemini:content",
-        "gemini:tool-request",
-        "gemini:tool-confirmation",
-        "gemini:tool-result",
-        "gemini:content",
-        "gemini:usage",
-        "gemini:done",
-    ]
+    assert [name for name, _ in stream] == CONFIRMED_TOOL_TURN
     assert stream[3][1]["status"] == "success"
     assert gemini(polled) == stream
     assert "tool:confirmed" in [name for name, _ in after]
@@ -643,15 +635,7 @@ async def test_a_socket_on_one_server_hears_a_turn_started_on_another_and_confir
     sent_side = await sender.until("gemini:done")
 
     stream = gemini(before + after)
-    assert [name for name, _ in stream] == [
-        "gemini:content",
-        "gemini:tool-request",
-        "gemini:tool-confirmation",
-        "gemini:tool-result",
-        "gemini:content",
-        "gemini:usage",
-        "gemini:done",
-    ]
+    assert [name for name, _ in stream] == CONFIRMED_TOOL_TURN
     assert gemini(sent_side) == stream
     assert (session_workspace(session) / "cross.txt").read_text() == "from A"
 

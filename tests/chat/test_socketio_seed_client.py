@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from accounts.services import token_pair_issue
 from sessions_app.services import session_create
 from sessions_app.workspace import session_workspace
-from tests.chat.conftest import scripted
+from tests.chat.conftest import CONFIRMED_TOOL_TURN, scripted
 from tests.chat.test_socketio import http
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -142,13 +142,7 @@ async def test_send_message_streams_the_answer_through_a_confirmation_to_done(
     assert names.index("session:joined") < names.index("gemini:content")
     assert [name for name in names if name.startswith("gemini:")] == [
         "gemini:content",
-        "gemini:content",
-        "gemini:tool-request",
-        "gemini:tool-confirmation",
-        "gemini:tool-result",
-        "gemini:content",
-        "gemini:usage",
-        "gemini:done",
+        *CONFIRMED_TOOL_TURN,
     ]
     assert "tool:confirmed" in names
     assert (session_workspace(session) / "seed.txt").read_text() == "from the seed\n"
