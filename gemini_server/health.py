@@ -2,6 +2,7 @@
 
 import asyncio
 import functools
+import inspect
 
 from channels.layers import get_channel_layer
 from django.db import connection
@@ -12,25 +13,38 @@ from gemini_server.errors import BadRequest, json_error_response
 from gemini_server.lifecycle import draining
 
 
+def _refused(request):
+    """Anything but GET, answered in the contract's error shape (None for a GET)."""
+    if request.method == "GET":
+        return None
+    error = BadRequest(f'Method "{request.method}" not allowed.')
+    error.status = 405
+    response = json_error_response(error)
+    response["Allow"] = "GET"
+    return response
+
+
 def get_only(view):
     """Django's require_GET, answering other methods in the contract's error shape."""
+    if inspect.iscoroutinefunction(view):
+
+        @functools.wraps(view)
+        async def wrapper(request, *args, **kwargs):
+            return _refused(request) or await view(request, *args, **kwargs)
+
+        return wrapper
 
     @functools.wraps(view)
-    async def wrapper(request, *args, **kwargs):
-        if request.method != "GET":
-            error = BadRequest(f'Method "{request.method}" not allowed.')
-            error.status = 405
-            response = json_error_response(error)
-            response["Allow"] = "GET"
-            return response
-        return await view(request, *args, **kwargs)
+    def sync_wrapper(request, *args, **kwargs):
+        return _refused(request) or view(request, *args, **kwargs)
 
-    return wrapper
+    return sync_wrapper
 
 
 @get_only
-async def health(request):
-    """Alive: answers without touching the database."""
+def health(request):
+    """Alive: answers without touching the database (synchronous, like the whole request chain:
+    an async view there would cost a trip back to the event loop)."""
     return JsonResponse({"status": "ok"})
 
 
