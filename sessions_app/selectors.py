@@ -12,11 +12,13 @@ def session_get(*, session_id, user, write: bool = False) -> Session:
 
     Another user's session is 404, never 403, so its existence does not leak.
     """
-    sessions = Session.objects.select_related("user")
-    session = sessions.filter(pk=session_id).first() if _is_uuid(session_id) else None
+    session = Session.objects.filter(pk=session_id).first() if _is_uuid(session_id) else None
     if session is None:
         raise NotFound("Session not found", details={"sessionId": str(session_id)})
-    if session.user_id == user.pk or (not write and user.role == Role.ADMIN):
+    if session.user_id == user.pk:
+        session.user = user  # known already: no join, no second query
+        return session
+    if not write and user.role == Role.ADMIN:
         return session
     raise NotFound("Session not found", details={"sessionId": str(session_id)})
 

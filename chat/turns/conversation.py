@@ -11,9 +11,6 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import lru_cache
-
-from google.genai import types
 
 from chat.agent.history import history_contents, model_visible_parts
 from chat.models import Message
@@ -106,13 +103,6 @@ def history_forget(session_id) -> None:
         _cache.pop(session_id, None)
 
 
-@lru_cache(maxsize=8)
-def _tools_json(declarations: str) -> str:
-    """Tool declarations in the SDK's wire form (its Schema types), built once per set."""
-    tool = types.Tool(function_declarations=json.loads(declarations))
-    return json.dumps([tool.model_dump(mode="json", exclude_none=True, by_alias=True)])
-
-
 def _steps_per_content(steps: list[Step], contents_count: int) -> list[int]:
     """How many stored steps each content of `history_contents(steps)` stands for.
 
@@ -151,7 +141,7 @@ class Conversation:
         steps: list[Step],
         *,
         system_instruction: str,
-        declarations: list[dict],
+        tools: str,
         generation_config: dict,
         environment: str = "",
         snapshot: str = "",
@@ -173,7 +163,8 @@ class Conversation:
         self.system_note = ""
         self._system_instruction = system_instruction
         self._generation_config = generation_config
-        self._tools = _tools_json(json.dumps(declarations)) if declarations else None
+        # The `tools` value as JSON (chat.agent.tools.tool_declarations_wire); "" for none.
+        self._tools = tools
         self._tail = self._tail_of(system_instruction)
 
     def _head(self, snapshot: str) -> None:

@@ -37,7 +37,7 @@ from chat.agent.tools import (
     ToolContext,
     ToolResult,
     function_response_parts,
-    tool_declarations,
+    tool_declarations_wire,
     tool_prepare,
 )
 from chat.models import FINISH_INTERRUPTED, MessageRole
@@ -88,6 +88,9 @@ DECISION_POLL_SECONDS = 2
 CONFIRMATION_TIMEOUT_SECONDS = 600
 # A streaming answer is stored at most this often (and at least, while text keeps coming).
 DRAFT_SECONDS = 1.0
+# The user's message is stored after the first chunk is on its way, or this long after the model
+# was asked when no chunk came by then (a slow model keeps the history waiting no longer).
+USER_STORE_DELAY = 0.05
 RESTARTING_TEXT = (
     "The server is restarting, so this turn was stopped; what it produced is kept. "
     "Send the message again to continue."
@@ -299,7 +302,8 @@ class Turn:
         self._confirmations: dict[str, asyncio.Future] = {}
         self._usage = {"promptTokens": 0, "completionTokens": 0, "totalTokens": 0}
         self._last_message_id = ""
-        # The user's message being stored while the model is asked (_open_conversation).
+        # The user's message, and its storing while the model is asked (_open_conversation).
+        self._user_parts: list[dict] | None = None
         self._user_stored: asyncio.Future | None = None
         # The last answer's prompt size (usageMetadata), for compression; 0 when unknown.
         self._prompt_tokens = 0
@@ -619,8 +623,8 @@ class Turn:
 
         The history is read before the message is stored, so it is not read back twice; the
         prompt and the environment are read in the same trip to a thread. The message is stored
-        while the model is asked (`_user_stored`): nothing of the turn is stored, and the session
-        is not released, before it is.
+        while the model is asked, off the path to the first token (`_user_message_store_start`):
+        nothing of the turn is stored, and the session is not released, before it is.
         """
         session = self.session
         steps, snapshot, system_instruction, environment = await db_async(_conversation_inputs)(
@@ -629,7 +633,7 @@ class Turn:
         self.conversation = Conversation(
             steps,
             system_instruction=system_instruction,
-            declarations=tool_declarations(session.model_name),
+            tools=tool_declarations_wire(session.model_name),
             generation_config=_generation_config(session),
             environment=environment,
             snapshot=snapshot.text if snapshot else "",
@@ -637,9 +641,8 @@ class Turn:
         )
         parts = [{"text": self.text}]
         self.conversation.append(MessageRole.USER, parts)
-        self._user_stored = asyncio.ensure_future(
-            self._store_now(last=True, role=MessageRole.USER, parts=parts)
-        )
+        self._user_parts = parts
+        asyncio.get_running_loop().call_later(USER_STORE_DELAY, self._user_message_store_start)
 
     async def _store_now(self, *, last: bool, **kwargs):
         message = await db_async(self._store)(**kwargs)
@@ -653,7 +656,17 @@ class Turn:
         await self._user_message_stored()
         return await self._store_now(last=last, **kwargs)
 
+    def _user_message_store_start(self) -> None:
+        """Stores the user's message, once: after the first chunk was sent on (the storing
+        thread would otherwise compete with it for the interpreter), or USER_STORE_DELAY after
+        the model was asked if no chunk came by then, or when anything else must be stored."""
+        if self._user_stored is None and self._user_parts is not None:
+            self._user_stored = asyncio.ensure_future(
+                self._store_now(last=True, role=MessageRole.USER, parts=self._user_parts)
+            )
+
     async def _user_message_stored(self) -> None:
+        self._user_message_store_start()
         if self._user_stored is not None:
             await asyncio.shield(self._user_stored)
 
@@ -736,6 +749,9 @@ class Turn:
                 async for chunk in stream:
                     deadline.reschedule(loop.time() + idle)
                     self._chunk(chunk, collected, state)
+                    if self._user_stored is None:
+                        # After the transports' wake-ups for this chunk, already queued.
+                        loop.call_soon(self._user_message_store_start)
                     if self._content_loop(chunk, state):
                         break
             finally:

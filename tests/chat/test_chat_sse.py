@@ -252,6 +252,31 @@ async def test_second_message_during_a_turn_is_409(session, token, fake_gemini):
     assert of_type(finished, "done")[0]["finishReason"] == "CANCELLED"
 
 
+async def test_the_message_is_stored_while_a_slow_model_has_not_answered(
+    session, token, fake_gemini
+):
+    # The message is stored off the path to the first token: after the first chunk, or a
+    # moment (USER_STORE_DELAY) after the model was asked when none came by then.
+    turn = asyncio.create_task(
+        chat(session, token, scripted({"text": [], "hang": True}, prompt="are you there?"))
+    )
+    history = []
+    for _ in range(100):
+        history = await history_of(session)
+        if history:
+            break
+        await asyncio.sleep(0.05)
+
+    assert [entry["role"] for entry in history] == ["user"]
+    assert history[0]["text"].startswith("are you there?")
+    assert not turn.done()
+    cancel = await asgi_request(
+        "POST", "/api/v1/chat/cancel", body={"sessionId": str(session.id)}, token=token
+    )
+    assert cancel.status == 200
+    assert of_type(await turn, "done")[0]["finishReason"] == "CANCELLED"
+
+
 async def test_disconnect_cancels_upstream_and_keeps_the_partial_answer(
     session, token, fake_gemini
 ):

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import re
+
+from google.genai import types
 
 from chat.agent.events import call_id_new
 
@@ -104,6 +108,20 @@ def tool_args_normalize(tool: Tool, args: dict) -> dict:
 def tool_declarations(model: str = "") -> list[dict]:
     """functionDeclarations for Gemini: the tools available now, as the model's family sees them."""
     return [tool.declaration(model) for tool in TOOLS if tool.available()]
+
+
+def tool_declarations_wire(model: str = "") -> str:
+    """The request's `tools` value as JSON (the SDK's Tool type, dumped), for the tools available
+    now; built once per model and set of tools, since every turn sends it."""
+    available = tuple(tool.name for tool in TOOLS if tool.available())
+    return _wire(model, available) if available else ""
+
+
+@functools.lru_cache(maxsize=32)
+def _wire(model: str, available: tuple[str, ...]) -> str:
+    declarations = [tool.declaration(model) for tool in TOOLS if tool.name in available]
+    tool = types.Tool(function_declarations=declarations)
+    return json.dumps([tool.model_dump(mode="json", exclude_none=True, by_alias=True)])
 
 
 def tool_catalog() -> list[dict]:
