@@ -10,6 +10,9 @@ class AccountsConfig(AppConfig):
     def ready(self):
         # Registers the OpenAPI security schemes for our authentication classes.
         from accounts import schema  # noqa: F401
-        from accounts.credentials import credentials_watch
+        from accounts.credentials import credentials_listen, credentials_watch
+        from gemini_server.lifecycle import on_start
 
         credentials_watch()
+        # Subscribed before the first request: what it reads is vouched for from the start.
+        on_start(credentials_listen)

@@ -2,19 +2,24 @@
 
 Each request would otherwise read its API key and user (or its JWT's user) from the database.
 Each user has a credentials epoch in Redis (with REDIS_URL, so every process sees it; in the
-process on the embedded defaults); it moves on after any change to the user or to one of their API keys commits
-(saved or deleted, by a service, the admin console or a shell). A process keeps what it read with
-the epoch it saw *before* reading, and uses it while it is younger than
-CREDENTIALS_CACHE_SECONDS and the epoch has not moved: one Redis GET instead of a query. When
-Redis cannot be read, the database is read each time; when it cannot be written, processes
-other than the one that made the change may use what they hold for up to
-CREDENTIALS_CACHE_SECONDS (logged).
+process on the embedded defaults); it moves on after any change to the user or to one of their
+API keys commits (saved or deleted, by a service, the admin console or a shell), and the move is
+announced on a Redis channel. A process keeps what it read with the epoch it saw *before*
+reading, and uses it while it is younger than CREDENTIALS_CACHE_SECONDS and the epoch has not
+moved.
+
+Whether the epoch moved costs nothing while the process's listener (one thread) has been
+subscribed to the announcements since before the epoch was read, has heard none for the user
+since, and has none waiting unread on its socket; otherwise it costs one Redis GET. When Redis
+cannot be read, the database is read each time; when it cannot be written, processes other than
+the one that made the change may use what they hold for up to CREDENTIALS_CACHE_SECONDS (logged).
 
 Callers get their own copies of the user and key: nothing a request does to them is shared.
 """
 
 import copy
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -23,16 +28,19 @@ from typing import TypeVar
 from django.conf import settings
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
+from redis import Redis
 
 from gemini_server.shared_redis import redis_client
 
 logger = logging.getLogger(__name__)
 
 _EPOCH_PREFIX = "credentials-epoch:"
+_CHANNEL = "credentials-changed"
 # A bound on what a process holds (keys and users it has seen recently).
 _MAX_ENTRIES = 10_000
 
-_entries: dict[str, tuple[float, object, object]] = {}
+# name -> (when its epoch was read, that epoch, the value, the user's announcements heard then)
+_entries: dict[str, tuple[float, object, object, int]] = {}
 # Who owns an API key (by prefix): learnt once, never changes.
 _owners: dict[str, object] = {}
 _lock = threading.Lock()
@@ -62,7 +70,117 @@ def _epoch_move(user_id) -> None:
         with _lock:
             _local_epochs[user_id] = _local_epochs.get(user_id, 0) + 1
         return
-    client.incr(_epoch_key(user_id))
+    pipe = client.pipeline(transaction=True)
+    pipe.incr(_epoch_key(user_id))
+    pipe.publish(f"{settings.CACHE_KEY_PREFIX}:{_CHANNEL}", str(user_id))
+    pipe.execute()
+
+
+class _Announcements:
+    """The process's subscription to epoch moves: one thread, reconnecting after a failure."""
+
+    def __init__(self, url: str):
+        self.url = url
+        # When the subscription was confirmed (time.monotonic()), and its socket; None while
+        # not subscribed.
+        self.since: float | None = None
+        self.fileno: int | None = None
+        self.reading = False
+        # Announcements heard per user (by str(id)): an entry read before one is not trusted.
+        self.heard: dict[str, int] = {}
+        self.thread = threading.Thread(
+            target=self._run, name="credentials-announcements", daemon=True
+        )
+
+    def _run(self) -> None:
+        while _announcements is self:
+            client = Redis.from_url(
+                self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
+            )
+            pubsub = client.pubsub()
+            try:
+                pubsub.subscribe(f"{settings.CACHE_KEY_PREFIX}:{_CHANNEL}")
+                fileno = pubsub.connection._sock.fileno()
+                while _announcements is self:
+                    select.select([fileno], [], [], 1.0)
+                    # Raised before anything is read off the socket, lowered once all that was
+                    # read is heard: `vouches` never misses an announcement in between.
+                    self.reading = True
+                    try:
+                        while (message := pubsub.get_message(timeout=0)) is not None:
+                            if message["type"] == "subscribe":
+                                self.fileno, self.since = fileno, time.monotonic()
+                            elif message["type"] == "message":
+                                self._heard(message["data"].decode())
+                    finally:
+                        self.reading = False
+            except Exception:
+                _warn_unreachable(
+                    "Credential announcements cannot be heard (Redis unreachable): each use of a "
+                    "held credential asks Redis"
+                )
+            finally:
+                self.since, self.fileno = None, None
+                pubsub.close()
+                client.close()
+            time.sleep(1.0)
+
+    def _heard(self, user_id: str) -> None:
+        with _lock:
+            self.heard[user_id] = self.heard.get(user_id, 0) + 1
+            for name in [
+                name for name, held in _entries.items() if str(_user_id_of(held[2])) == user_id
+            ]:
+                del _entries[name]
+
+    def heard_for(self, user_id) -> int:
+        return self.heard.get(str(user_id), 0)
+
+    def vouches(self, user_id, read_at: float, heard: int) -> bool:
+        """Whether an epoch read at `read_at` (when `heard` announcements for the user were
+        known) still holds, without asking Redis."""
+        since, fileno = self.since, self.fileno
+        if since is None or fileno is None or since >= read_at:
+            return False
+        # In this order: nothing unread on the socket, nothing being read, nothing heard since.
+        try:
+            waiting, _, _ = select.select([fileno], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not waiting and not self.reading and self.heard_for(user_id) == heard
+
+
+_announcements: _Announcements | None = None
+
+
+def _listener() -> _Announcements | None:
+    """The process's listener for REDIS_URL, started on first use (None without Redis)."""
+    global _announcements
+    url = settings.REDIS_URL
+    if not url:
+        return None
+    listener = _announcements
+    if listener is None or listener.url != url:
+        with _lock:
+            listener = _announcements
+            if listener is None or listener.url != url:
+                listener = _announcements = _Announcements(url)
+                listener.thread.start()  # it runs while it is the process's listener
+    return listener
+
+
+def credentials_listen() -> None:
+    """Starts this process's listener for credential announcements (with REDIS_URL)."""
+    _listener()
+
+
+class _Mark:
+    """What a socket keeps of its last check: the epoch then, when it was read, what was heard."""
+
+    __slots__ = ("epoch", "heard", "read_at")
+
+    def __init__(self, epoch, read_at: float, heard: int):
+        self.epoch, self.read_at, self.heard = epoch, read_at, heard
 
 
 # An epoch that could not be read (Redis away).
@@ -70,19 +188,30 @@ UNKNOWN = object()
 
 
 def credentials_epoch(user_id) -> object:
-    """The user's credentials epoch now (None before their first change), or UNKNOWN."""
+    """The user's credentials epoch now, as an opaque mark for `credentials_unchanged`, or
+    UNKNOWN when Redis cannot be read."""
+    listener = _listener()
+    read_at = time.monotonic()
+    heard = listener.heard_for(user_id) if listener is not None else 0
     try:
-        return _epoch(user_id)
+        return _Mark(_epoch(user_id), read_at, heard)
     except Exception:
         return UNKNOWN
 
 
-def credentials_unchanged(user_id, epoch) -> bool:
-    """Whether nothing about the user's credentials changed since `epoch` was read: one Redis GET.
-    True when Redis cannot tell (a socket then relies on the announcement and its periodic
-    re-check, as without the epoch)."""
-    now = credentials_epoch(user_id)
-    return now is UNKNOWN or now == epoch
+def credentials_unchanged(user_id, mark) -> bool:
+    """Whether nothing about the user's credentials changed since `mark` was taken: nothing to
+    ask while the listener vouches for it, else one Redis GET. True when Redis cannot tell (a
+    socket then relies on the channel layer's announcement and its periodic re-check)."""
+    if mark is UNKNOWN:
+        return credentials_epoch(user_id) is UNKNOWN
+    listener = _listener()
+    if listener is not None and listener.vouches(user_id, mark.read_at, mark.heard):
+        return True
+    try:
+        return _epoch(user_id) == mark.epoch
+    except Exception:
+        return True
 
 
 def credential_cached(name: str, load: Callable[[], T | None], *, user_id=None) -> T | None:
@@ -93,10 +222,13 @@ def credential_cached(name: str, load: Callable[[], T | None], *, user_id=None) 
     seconds = settings.CREDENTIALS_CACHE_SECONDS
     if seconds <= 0:
         return load()
+    listener = _listener()
     held = _entries.get(name)
     if held is not None:
-        cached_at, epoch, value = held
-        if time.monotonic() - cached_at < seconds:
+        read_at, epoch, value, heard = held
+        if time.monotonic() - read_at < seconds:
+            if listener is not None and listener.vouches(_user_id_of(value), read_at, heard):
+                return _copy(value)
             try:
                 if _epoch(_user_id_of(value)) == epoch:
                     return _copy(value)
@@ -111,8 +243,10 @@ def credential_cached(name: str, load: Callable[[], T | None], *, user_id=None) 
         if value is not None:
             _owners[name] = _user_id_of(value)
         return value
-    # The epoch is read before the database: a change committed after this read moves it on, and
-    # the next use sees that.
+    # The epoch is read before the database: a change committed after this read moves it on (and
+    # is heard after it), and the next use sees that.
+    read_at = time.monotonic()
+    heard = listener.heard_for(user_id) if listener is not None else 0
     try:
         epoch = _epoch(user_id)
     except Exception:
@@ -124,7 +258,7 @@ def credential_cached(name: str, load: Callable[[], T | None], *, user_id=None) 
             if len(_entries) >= _MAX_ENTRIES:
                 _entries.clear()
                 _owners.clear()
-            _entries[name] = (time.monotonic(), epoch, value)
+            _entries[name] = (read_at, epoch, value, heard)
         return _copy(value)
     return value
 
@@ -132,12 +266,14 @@ def credential_cached(name: str, load: Callable[[], T | None], *, user_id=None) 
 _warned_at = 0.0
 
 
-def _warn_unreachable() -> None:
+def _warn_unreachable(
+    text: str = "Redis is unreachable: credentials are read from the database",
+) -> None:
     """Once a minute at most: every request says it otherwise."""
     global _warned_at
     if time.monotonic() - _warned_at > 60:
         _warned_at = time.monotonic()
-        logger.warning("Redis is unreachable: credentials are read from the database")
+        logger.warning(text)
 
 
 def _user_id_of(value) -> object:
@@ -164,9 +300,7 @@ def credentials_forget(user_id) -> None:
     """This process drops what it holds for the user now; once the change commits, the user's
     epoch moves on and every other process drops it at its next use."""
     with _lock:
-        for name in [
-            name for name, (_, _, value) in _entries.items() if _user_id_of(value) == user_id
-        ]:
+        for name in [name for name, held in _entries.items() if _user_id_of(held[2]) == user_id]:
             del _entries[name]
 
     def publish():

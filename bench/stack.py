@@ -43,6 +43,15 @@ def free_port() -> int:
 CPUS = sorted(os.sched_getaffinity(0))
 
 
+def cpu_count_of(cpus: str) -> int:
+    """How many cores a taskset list names ("0", "0,1", "0-3")."""
+    count = 0
+    for item in cpus.split(","):
+        low, _, high = item.partition("-")
+        count += int(high or low) - int(low) + 1
+    return count
+
+
 def pinned(command: list[str], cpus: str | None) -> list[str]:
     """Runs the command on the given cores (None: wherever the system likes)."""
     if cpus and shutil.which("taskset"):
@@ -354,6 +363,10 @@ class Stack:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.server_cpus and "WEB_CONCURRENCY" not in os.environ:
+            # One worker per core it runs on, as in production (run-server's default is one per
+            # core of the machine); LiteLLM, on the same cores, runs one worker.
+            env["WEB_CONCURRENCY"] = str(cpu_count_of(self.server_cpus))
         return env
 
     def start_fake(self) -> None:

@@ -2,6 +2,7 @@
 dropped at once, on every process, when the user or one of their keys changes."""
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -10,6 +11,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
+from accounts import credentials
+from accounts.credentials import credentials_listen
 from accounts.models import ApiKey
 from accounts.services import api_key_create, token_pair_issue, user_update
 from tests.accounts.conftest import ME_URL, assert_error
@@ -140,3 +143,59 @@ def test_a_revoked_key_answers_why(user):
 
     body = assert_error(client.get(ME_URL), 401, "unauthenticated")
     assert "revoked" in json.dumps(body).lower()
+
+
+@pytest.fixture
+def heard(settings):
+    """This process's listener for credential announcements, once subscribed (needs Redis)."""
+    if not settings.REDIS_URL:
+        pytest.skip("needs Redis (set REDIS_URL): announcements go through it")
+    credentials_listen()
+    listener = credentials._announcements
+    for _ in range(500):
+        if listener.since is not None:
+            return listener
+        time.sleep(0.01)
+    raise AssertionError("the listener did not subscribe")
+
+
+def redis_gets() -> int:
+    stats = credentials.redis_client().info("commandstats")
+    return stats.get("cmdstat_get", {}).get("calls", 0)
+
+
+def test_a_held_key_costs_no_redis_round_trip_while_announcements_are_heard(heard, user):
+    _key, raw = api_key_create(user=user)
+    client = key_client(raw)
+    assert client.get(ME_URL).status_code == 200  # learns the key's owner
+    assert client.get(ME_URL).status_code == 200  # reads it, with the owner's epoch
+    before = redis_gets()
+
+    for _ in range(5):
+        assert client.get(ME_URL).status_code == 200
+
+    assert redis_gets() == before
+
+
+def test_a_change_announced_by_another_process_is_never_missed(heard, user):
+    # Whether the announcement is still on the socket, being read, or heard, the next check
+    # sees it; the epoch moves as another process's change would move it.
+    for _ in range(200):
+        mark = credentials.credentials_epoch(user.pk)
+        assert credentials.credentials_unchanged(user.pk, mark)
+        credentials._epoch_move(user.pk)
+        assert not credentials.credentials_unchanged(user.pk, mark)
+
+
+def test_a_change_announced_while_a_key_is_read_leaves_it_unvouched(heard, user):
+    _key, raw = api_key_create(user=user)
+    client = key_client(raw)
+    assert client.get(ME_URL).status_code == 200  # learns the key's owner
+    heard_then = heard.heard_for(user.pk)
+    credentials._epoch_move(user.pk)  # a change lands between the epoch read and the load
+    for _ in range(500):
+        if heard.heard_for(user.pk) != heard_then:
+            break
+        time.sleep(0.01)
+
+    assert not heard.vouches(user.pk, time.monotonic() + 1, heard_then)
