@@ -1,6 +1,9 @@
 """HTTP endpoints for chat (the SSE stream, confirm, cancel, history, checkpoints) and tools."""
 
+import threading
+
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -17,7 +20,7 @@ from chat.sse import turn_follow_sse, turn_sse
 from chat.tools_run import tool_execute
 from chat.turns.control import turn_cancel, turn_confirm
 from chat.turns.loop import turn_open
-from gemini_server.errors import BadRequest, ValidationFailed, request_ip
+from gemini_server.errors import BadRequest, RateLimited, ValidationFailed, request_ip
 from gemini_server.paging import PAGE_PARAMS, page_params
 from gemini_server.schema import error_responses
 from gemini_server.sse import EventStreamNegotiation, sse_response
@@ -230,21 +233,34 @@ class ToolListView(APIView):
         return Response({"tools": tool_catalog()})
 
 
+# A direct run holds its request's thread of the pool (gemini_server.db) while the tool runs on
+# the event loop, and the run's own database work needs threads of that pool too: if every thread
+# waited on a tool, none would be left for them. At most half the pool waits on direct runs; a run
+# past that is refused at once (429, retry shortly): waiting for a turn would hold a thread too.
+_direct_runs = threading.BoundedSemaphore(max(1, settings.SYNC_THREADS // 2))
+
+
 class ToolExecuteView(OperateView):
     @extend_schema(
         request=s.ToolExecuteSerializer,
-        responses={200: s.ToolResultSerializer, **error_responses(410)},
+        responses={200: s.ToolResultSerializer, **error_responses(410, 429)},
         tags=["tools"],
     )
     def post(self, request):
         data = validated(s.ToolExecuteSerializer, request.data)
         if not isinstance(request.data.get("args", {}), dict):
             raise ValidationFailed(details={"args": ["Must be an object."]})
-        result = async_to_sync(tool_execute)(
-            session=self.session(request, data),
-            user=request.user,
-            name=data["name"],
-            args=data["args"],
-            ip=request_ip(request),
-        )
+        session = self.session(request, data)
+        if not _direct_runs.acquire(blocking=False):
+            raise RateLimited("This server is running as many tools as it can; try again shortly")
+        try:
+            result = async_to_sync(tool_execute)(
+                session=session,
+                user=request.user,
+                name=data["name"],
+                args=data["args"],
+                ip=request_ip(request),
+            )
+        finally:
+            _direct_runs.release()
         return Response(result)

@@ -26,6 +26,16 @@ def _close_worker_thread_connections():
     SyncToAsync.single_thread_executor.submit(connections.close_all).result()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """Each test gets its own channel layer object: channels_redis refuses a receive() from a new
+    event loop while one from an earlier test's (closed) loop never returned."""
+    from channels.layers import channel_layers
+
+    yield
+    channel_layers.backends.clear()
+
+
 @pytest.fixture(scope="session")
 def _searchable_temp_root():
     root = Path(tempfile.mkdtemp(prefix="gemini-server-tests-"))

@@ -402,6 +402,32 @@ def assert_result(response, name, status="success") -> str:
 
 
 @commits
+def test_execute_past_half_the_thread_pool_is_refused_not_queued(auth_client, session, workspace):
+    from chat import views
+
+    (workspace / "notes.txt").write_text("x")
+    held = 0
+    while views._direct_runs.acquire(blocking=False):  # every permit taken by runs under way
+        held += 1
+    try:
+        refused = execute(auth_client, session, "read_file", {"file_path": "notes.txt"})
+    finally:
+        for _ in range(held):
+            views._direct_runs.release()
+
+    assert held >= 1
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert refused.headers["Retry-After"] == "1"
+    assert (
+        assert_result(
+            execute(auth_client, session, "read_file", {"file_path": "notes.txt"}), "read_file"
+        )
+        == "x"
+    )
+
+
+@commits
 @pytest.mark.parametrize(
     ("name", "args"),
     [
