@@ -429,13 +429,16 @@ class SocketProtocol:
     async def chat_message(self, data: dict) -> dict:
         self._require_operator()
         content = frame_field(data, "content")
-        session = await self._joined_session(write=True)
-        turn = await db_async(turn_open)(session=session, user=self.user, text=content, ip=self.ip)
+        if self.session_id is None:
+            raise BadRequest("Join a session first (join-session)")
+        turn = await db_async(turn_open)(
+            session_id=self.session_id, user=self.user, text=content, ip=self.ip
+        )
         # The relay belongs to no socket: the turn goes on for the others if this one drops.
         relay = asyncio.create_task(_turn_relay(self.layer, turn))
         _RELAYS.add(relay)
         relay.add_done_callback(_RELAYS.discard)
-        return {"sessionId": str(session.id)}
+        return {"sessionId": str(turn.session.id)}
 
     async def chat_cancel(self, data: dict) -> dict:
         self._require_operator()

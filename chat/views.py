@@ -65,9 +65,8 @@ class ChatMessageView(OperateView):
     )
     def post(self, request):
         data = validated(s.ChatMessageSerializer, request.data)
-        session = self.session(request, data)
         turn = turn_open(
-            session=session,
+            session_id=data["sessionId"],
             user=request.user,
             text=data["message"],
             ip=request_ip(request),

@@ -8,7 +8,7 @@ from django.db import transaction
 
 from accounts.models import Role
 from chat.models import Message, MessageRole, TurnDecision
-from chat.turns.slot import turn_claim, turn_release_dead
+from chat.turns.slot import turn_claim, turn_claim_own, turn_release_dead
 from gemini_server.errors import (
     Conflict,
     Forbidden,
@@ -20,6 +20,7 @@ from gemini_server.errors import (
 from gemini_server.groups import turn_group
 from gemini_server.lifecycle import draining
 from sessions_app.models import Session
+from sessions_app.selectors import session_get
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +38,22 @@ def message_validate(text) -> str:
     return text
 
 
-def turn_begin(*, session: Session, user, text: str) -> tuple:
-    """Checks the message and claims the session's turn; the turn stores the message itself.
+def turn_begin(*, session_id, user, text: str) -> tuple:
+    """Checks the message and claims the session's turn: (session, turn id, message).
 
-    Raises Gone for an expired session, Conflict while another turn runs, and ServerRestarting
-    (503, retryable) while this process drains for a restart. The user's
-    message is stored by the turn while its model call is already under way, and the claim
-    is released by the turn whatever happens, so the session is never left locked.
+    Raises NotFound for a session that is not the user's, Forbidden for a viewer, Gone for an
+    expired session, Conflict while another turn runs, and ServerRestarting (503, retryable)
+    while this process drains for a restart, in that order. The common case, a valid message to
+    the user's own free session, is one UPDATE that claims it and reads it back. The user's
+    message is stored by the turn while its model call is already under way, and the claim is
+    released by the turn whatever happens, so the session is never left locked.
     """
+    if user.role != Role.VIEWER and not draining() and _valid(text):
+        claimed = turn_claim_own(session_id=session_id, user=user)
+        if claimed is not None:
+            session, turn_id = claimed
+            return session, turn_id, text
+    session = session_get(session_id=session_id, user=user, write=True)
     if user.role == Role.VIEWER:
         raise Forbidden("Your role may not chat")
     text = message_validate(text)
@@ -52,7 +61,15 @@ def turn_begin(*, session: Session, user, text: str) -> tuple:
         raise ServerRestarting()
     if session.is_expired:
         raise Gone("This session has expired", details={"sessionId": str(session.id)})
-    return turn_claim(session=session), text
+    return session, turn_claim(session=session), text
+
+
+def _valid(text) -> bool:
+    try:
+        message_validate(text)
+    except ValidationFailed:
+        return False
+    return True
 
 
 def tool_always_allow(*, session: Session, tool_name: str) -> None:

@@ -1021,15 +1021,16 @@ def _task_cancelling() -> bool:
 
 def turn_open(
     *,
-    session: Session,
+    session_id,
     user,
     text: str,
     ip=None,
     cancel_when_unwatched: bool = True,
     background: bool = False,
 ) -> Turn:
-    """Claims the session; the returned turn starts when read and stores the message itself."""
-    turn_id, text = turn_begin(session=session, user=user, text=text)
+    """Claims the user's session (`turn_begin`); the returned turn starts when read and stores
+    the message itself."""
+    session, turn_id, text = turn_begin(session_id=session_id, user=user, text=text)
     return Turn(
         session=session,
         user=user,
