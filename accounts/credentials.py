@@ -17,7 +17,6 @@ the one that made the change may use what they hold for up to CREDENTIALS_CACHE_
 Callers get their own copies of the user and key: nothing a request does to them is shared.
 """
 
-import copy
 import logging
 import select
 import threading
@@ -27,6 +26,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models.base import ModelState
 from django.db.models.signals import post_delete, post_save
 from redis import Redis
 
@@ -282,9 +282,20 @@ def _user_id_of(value) -> object:
 
 
 def _copy(value):
-    duplicate = copy.copy(value)
+    duplicate = _model_copy(value)
     if hasattr(value, "user_id"):
-        duplicate.user = copy.copy(value.user)
+        duplicate.user = _model_copy(value.user)
+    return duplicate
+
+
+def _model_copy(instance):
+    """What copy.copy makes of a model instance (its own field values and state), without the
+    pickling protocol copy.copy goes through."""
+    duplicate = instance.__class__.__new__(instance.__class__)
+    duplicate.__dict__.update(instance.__dict__)
+    state = duplicate._state = ModelState()
+    state.__dict__.update(instance._state.__dict__)
+    state.fields_cache = dict(instance._state.fields_cache)
     return duplicate
 
 

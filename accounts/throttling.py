@@ -1,6 +1,6 @@
 """Rate limits: fixed-window counters in the shared cache (Redis when REDIS_URL is set).
 
-With Redis a hit is one round trip (SET NX EX and INCR pipelined). If Redis cannot be reached,
+With Redis a hit is one command (a script: SET NX EX, then INCR). If Redis cannot be reached,
 counting goes on per process, with a logged warning, rather than failing the request.
 """
 
@@ -38,12 +38,20 @@ def _count_locally(window_key: str, window_start: int) -> int:
         return _local_counts[window_key]
 
 
+# The window's counter, created with its expiry if new, then counted: one command.
+_COUNT = "redis.call('SET', KEYS[1], 0, 'EX', ARGV[1], 'NX') return redis.call('INCR', KEYS[1])"
+_scripts: dict[int, object] = {}
+
+
 def _count_in_redis(window_key: str, window: int) -> int:
     key = f"{settings.CACHE_KEY_PREFIX}:{window_key}"
-    pipe = redis_client().pipeline(transaction=False)
-    pipe.set(key, 0, ex=window + 1, nx=True)
-    pipe.incr(key)
-    return pipe.execute()[1]
+    client = redis_client()
+    script = _scripts.get(id(client))
+    if script is None:
+        # Per client (REDIS_URL may change in tests); EVALSHA, loading the script when missing.
+        _scripts.clear()
+        script = _scripts[id(client)] = client.register_script(_COUNT)
+    return script(keys=[key], args=[window + 1])
 
 
 def rate_limit_hit(*, group: str, key: str, limit: int, window: int) -> float | None:
