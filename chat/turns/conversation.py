@@ -29,12 +29,38 @@ class _Cached:
     steps: list = field(default_factory=list)
     # The epoch's latest compression snapshot (None: there is none), once looked up.
     snapshot: object = _UNKNOWN
+    # The JSON of the contents built from these steps, by role and parts (see `_Fragments`).
+    fragments: "_Fragments" = field(default_factory=lambda: _Fragments())
 
 
 @dataclass(frozen=True)
 class Step:
     role: str
     parts: list
+
+
+class _Fragments:
+    """The JSON of each content a session's earlier turns sent, so the next turn in this process
+    serializes only what is new: its request stays as cheap at turn 50 as at turn 1.
+
+    A content is known by its role and its parts, which are the stored steps' own part objects
+    (held, never changed once stored); the entry keeps them, so their identity stays theirs.
+    """
+
+    def __init__(self):
+        self._known: dict[tuple, tuple[list, str]] = {}
+
+    def json(self, content: dict) -> str:
+        parts = content["parts"]
+        key = (content["role"], *map(id, parts))
+        known = self._known.get(key)
+        if known is not None and all(a is b for a, b in zip(known[0], parts, strict=True)):
+            return known[1]
+        text = _dumps(content)
+        if len(self._known) > 4096:
+            self._known.clear()
+        self._known[key] = (list(parts), text)
+        return text
 
 
 _cache: OrderedDict = OrderedDict()
@@ -72,12 +98,25 @@ def history_load(*, session_id, epoch: int, count: int | None = None) -> tuple[l
             cached = _Cached(epoch=epoch, last_seq=0)
         steps = cached.steps + [Step(role, parts or []) for _, role, parts in rows]
         last = rows[-1][0] if rows else cached.last_seq
-        cached = _Cached(epoch=epoch, last_seq=last, steps=steps, snapshot=snapshot)
+        cached = _Cached(
+            epoch=epoch,
+            last_seq=last,
+            steps=steps,
+            snapshot=snapshot,
+            fragments=cached.fragments,
+        )
         _cache[session_id] = cached
         _cache.move_to_end(session_id)
         while len(_cache) > CACHED_SESSIONS:
             _cache.popitem(last=False)
     return list(steps), snapshot
+
+
+def history_fragments(*, session_id, epoch: int) -> "_Fragments | None":
+    """What this process knows of the session's contents as JSON, for `Conversation`."""
+    with _cache_lock:
+        cached = _cache.get(session_id)
+    return cached.fragments if cached is not None and cached.epoch == epoch else None
 
 
 def snapshot_remember(*, session_id, epoch: int, snapshot) -> None:
@@ -146,6 +185,7 @@ class Conversation:
         environment: str = "",
         snapshot: str = "",
         covered: int = 0,
+        fragments: _Fragments | None = None,
     ):
         self.environment = environment
         self.covered = covered if snapshot else 0
@@ -158,7 +198,7 @@ class Conversation:
         for content, count in zip(
             contents, _steps_per_content(visible, len(contents)), strict=True
         ):
-            self._add(content["role"], content["parts"], count)
+            self._add(content["role"], content["parts"], count, fragments)
         # A note added to the system instruction for one call (gemini-cli's retry nudges).
         self.system_note = ""
         self._system_instruction = system_instruction
@@ -184,7 +224,9 @@ class Conversation:
         tools = f',"tools":{self._tools}' if self._tools else ""
         return "," + _dumps(tail)[1:-1] + tools + "}"
 
-    def _add(self, role: str, parts: list[dict], steps: int) -> None:
+    def _add(
+        self, role: str, parts: list[dict], steps: int, fragments: _Fragments | None = None
+    ) -> None:
         if self.contents and self.contents[-1]["role"] == role:
             self.contents[-1]["parts"].extend(parts)
             self._fragments[-1] = _dumps(self.contents[-1])
@@ -192,7 +234,7 @@ class Conversation:
         else:
             content = {"role": role, "parts": list(parts)}
             self.contents.append(content)
-            self._fragments.append(_dumps(content))
+            self._fragments.append(fragments.json(content) if fragments else _dumps(content))
             self._steps.append(steps)
 
     def append(self, role: str, parts: list[dict], *, stored: bool = True) -> None:

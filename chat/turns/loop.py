@@ -54,6 +54,7 @@ from chat.turns.compression import (
 from chat.turns.control import tool_always_allow, turn_begin
 from chat.turns.conversation import (
     Conversation,
+    history_fragments,
     history_load,
     history_remember,
     snapshot_remember,
@@ -231,7 +232,8 @@ def _conversation_inputs(session: Session):
     steps, snapshot = history_load(
         session_id=session.id, epoch=session.history_epoch, count=session.message_count
     )
-    return steps, snapshot, *_prompt_and_environment(session)
+    fragments = history_fragments(session_id=session.id, epoch=session.history_epoch)
+    return steps, snapshot, fragments, *_prompt_and_environment(session)
 
 
 def _prompt_and_environment(session: Session) -> tuple[str, str]:
@@ -627,9 +629,8 @@ class Turn:
         nothing of the turn is stored, and the session is not released, before it is.
         """
         session = self.session
-        steps, snapshot, system_instruction, environment = await db_async(_conversation_inputs)(
-            session
-        )
+        inputs = await db_async(_conversation_inputs)(session)
+        steps, snapshot, fragments, system_instruction, environment = inputs
         self.conversation = Conversation(
             steps,
             system_instruction=system_instruction,
@@ -638,6 +639,7 @@ class Turn:
             environment=environment,
             snapshot=snapshot.text if snapshot else "",
             covered=snapshot.messages_covered if snapshot else 0,
+            fragments=fragments,
         )
         parts = [{"text": self.text}]
         self.conversation.append(MessageRole.USER, parts)
