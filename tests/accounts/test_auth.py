@@ -2,6 +2,8 @@
 
 import base64
 import json
+import urllib.error
+import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -354,3 +356,21 @@ def test_logins_are_recorded_without_the_password(login, user):
     stored = json.dumps(list(Event.objects.values("data", "user_email", "action")))
     for secret in (PASSWORD, "wrong-password-123", "wrong-password-456"):
         assert secret not in stored
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_production_server_does_not_take_a_forwarded_address_from_a_loopback_peer(live_pool):
+    # uvicorn would trust X-Forwarded-For from 127.0.0.1 by itself; the server reads it only as
+    # far as TRUSTED_PROXY_COUNT (0 here) says, so the audit names the real peer.
+    request = urllib.request.Request(
+        f"{live_pool('a')}/api/v1/auth/login",
+        data=json.dumps({"email": "forwarded@example.com", "password": "wrong"}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.9"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+
+    assert refused.value.code == 401
+    failed = Event.objects.get(action="login_failed", user_email="forwarded@example.com")
+    assert failed.ip == "127.0.0.1"
