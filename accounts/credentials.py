@@ -76,6 +76,12 @@ def _epoch_move(user_id) -> None:
     pipe.execute()
 
 
+# The listener pings Redis every LISTENER_PING_SECONDS; silence for longer than
+# LISTENER_SILENCE_SECONDS means the connection is gone, and the listener reconnects.
+LISTENER_PING_SECONDS = 5
+LISTENER_SILENCE_SECONDS = 15
+
+
 class _Announcements:
     """The process's subscription to epoch moves: one thread, reconnecting after a failure."""
 
@@ -94,26 +100,33 @@ class _Announcements:
 
     def _run(self) -> None:
         while _announcements is self:
-            client = Redis.from_url(
-                self.url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
-            )
+            client = Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=5)
             pubsub = client.pubsub()
             try:
                 pubsub.subscribe(f"{settings.CACHE_KEY_PREFIX}:{_CHANNEL}")
                 fileno = pubsub.connection._sock.fileno()
+                last_heard = pinged = time.monotonic()
                 while _announcements is self:
+                    if time.monotonic() - pinged > LISTENER_PING_SECONDS:
+                        pubsub.ping("credentials-listener")  # answered with a "pong" message
+                        pinged = time.monotonic()
                     select.select([fileno], [], [], 1.0)
                     # Raised before anything is read off the socket, lowered once all that was
                     # read is heard: `vouches` never misses an announcement in between.
                     self.reading = True
                     try:
                         while (message := pubsub.get_message(timeout=0)) is not None:
+                            last_heard = time.monotonic()
                             if message["type"] == "subscribe":
                                 self.fileno, self.since = fileno, time.monotonic()
                             elif message["type"] == "message":
                                 self._heard(message["data"].decode())
                     finally:
                         self.reading = False
+                    # Redis answers the PING every few seconds: a connection that stays silent
+                    # is dead even if no error says so (a half-open socket).
+                    if time.monotonic() - last_heard > LISTENER_SILENCE_SECONDS:
+                        raise ConnectionError("Redis stopped answering the announcements' channel")
             except Exception:
                 _warn_unreachable(
                     "Credential announcements cannot be heard (Redis unreachable): each use of a "

@@ -2,6 +2,8 @@
 dropped at once, on every process, when the user or one of their keys changes."""
 
 import json
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -197,3 +199,69 @@ def test_a_change_announced_while_a_key_is_read_leaves_it_unvouched(heard, user)
         time.sleep(0.01)
 
     assert not heard.vouches(user.pk, time.monotonic() + 1, heard_then)
+
+
+class SilentRedis:
+    """A peer of our own on loopback that accepts the listener's handshake and subscription, then
+    answers nothing more: a Redis whose connection died without anything saying so."""
+
+    def __init__(self):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.server.getsockname()[1]}/0"
+        self.connections: list[socket.socket] = []
+        self.subscribed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            while data := conn.recv(65536):
+                if b"SUBSCRIBE" in data.upper():
+                    channel = data.split(b"\r\n")[-2]
+                    conn.sendall(
+                        b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n" % (len(channel), channel)
+                    )
+                    self.subscribed.set()
+                elif b"PING" not in data.upper():
+                    conn.sendall(b"+OK\r\n")  # the client's handshake (CLIENT SETINFO ...)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.connections:
+            conn.close()
+
+
+def test_a_listener_whose_redis_goes_silent_stops_vouching_and_reconnects(monkeypatch, settings):
+    silent = SilentRedis()
+    monkeypatch.setattr(credentials, "LISTENER_PING_SECONDS", 0.2)
+    monkeypatch.setattr(credentials, "LISTENER_SILENCE_SECONDS", 1.0)
+    monkeypatch.setattr(credentials, "_announcements", None)  # put back (and so stopped) after
+    settings.REDIS_URL = silent.url
+    try:
+        credentials_listen()
+        listener = credentials._announcements
+        assert silent.subscribed.wait(10)
+        for _ in range(500):  # subscribed: it vouches, for now
+            if listener.since is not None:
+                break
+            time.sleep(0.01)
+        assert listener.since is not None
+
+        for _ in range(1000):  # its pings go unanswered: it gives up and connects again
+            if len(silent.connections) >= 2:
+                break
+            time.sleep(0.01)
+
+        assert len(silent.connections) >= 2
+    finally:
+        silent.close()
