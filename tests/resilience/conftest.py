@@ -5,6 +5,7 @@ import socket
 import subprocess
 import time
 
+import aiohttp
 import pytest
 from django.core.cache import caches
 
@@ -78,3 +79,10 @@ def private_redis(settings):
 @pytest.fixture
 def token(user):
     return token_pair_issue(user=user)["accessToken"]
+
+
+@pytest.fixture
+async def http():
+    """An HTTP client for the tests of real server processes."""
+    async with aiohttp.ClientSession() as client:
+        yield client

@@ -12,11 +12,10 @@ from websockets.exceptions import ConnectionClosed
 
 from sessions_app.services import session_create
 from tests.chat.conftest import scripted
-from tests.resilience.test_restarts_live import (
+from tests.resilience.live import (
     SSE,
     TIMEOUT,
     exited,
-    http,  # noqa: F401 -- the fixture
     post_chat,
     token_for,
 )
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def test_daphne_serves_a_turn_and_a_socket_and_drains_on_sigterm(
     live_servers,
     user,
-    http,  # noqa: F811
+    http,
 ):
     server = live_servers(script="run-daphne", DRAIN_SECONDS="20")
     session = await sync_to_async(session_create)(user=user)

@@ -11,12 +11,11 @@ from asgiref.sync import sync_to_async
 
 from gemini_server.shared_redis import redis_client
 from sessions_app.services import session_create
-from tests.resilience.test_restarts_live import (
+from tests.resilience.live import (
     LONG,
     SSE,
     TIMEOUT,
     exited,
-    http,  # noqa: F401 -- the fixture
     post_chat,
     token_for,
 )
@@ -59,7 +58,7 @@ async def eventually(check, what: str, timeout: float = TIMEOUT):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def test_each_worker_is_registered_and_a_dead_one_is_replaced(live_servers, http):  # noqa: F811
+async def test_each_worker_is_registered_and_a_dead_one_is_replaced(live_servers, http):
     server = live_servers(WEB_CONCURRENCY="2")
     workers = await eventually(lambda: len(workers_of(server.process)) == 2, "two workers")
     workers = workers_of(server.process)
@@ -81,7 +80,7 @@ async def test_each_worker_is_registered_and_a_dead_one_is_replaced(live_servers
 async def test_sigterm_lets_the_turns_of_every_worker_finish_then_stops(
     live_servers,
     user,
-    http,  # noqa: F811
+    http,
 ):
     server = live_servers(WEB_CONCURRENCY="2", DRAIN_SECONDS="30")
     await eventually(lambda: len(workers_of(server.process)) == 2, "two workers")
