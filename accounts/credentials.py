@@ -39,8 +39,8 @@ _CHANNEL = "credentials-changed"
 # A bound on what a process holds (keys and users it has seen recently).
 _MAX_ENTRIES = 10_000
 
-# name -> (when its epoch was read, that epoch, the value, the user's announcements heard then)
-_entries: dict[str, tuple[float, object, object, int]] = {}
+# name -> (the user's epoch when it was read, the user's id, the value)
+_entries: dict[str, tuple["_Mark", object, object]] = {}
 # Who owns an API key (by prefix): learnt once, never changes.
 _owners: dict[str, object] = {}
 _lock = threading.Lock()
@@ -141,10 +141,7 @@ class _Announcements:
     def _heard(self, user_id: str) -> None:
         with _lock:
             self.heard[user_id] = self.heard.get(user_id, 0) + 1
-            for name in [
-                name for name, held in _entries.items() if str(_user_id_of(held[2])) == user_id
-            ]:
-                del _entries[name]
+            _drop(user_id)
 
     def heard_for(self, user_id) -> int:
         return self.heard.get(str(user_id), 0)
@@ -188,12 +185,30 @@ def credentials_listen() -> None:
 
 
 class _Mark:
-    """What a socket keeps of its last check: the epoch then, when it was read, what was heard."""
+    """What was known of a user's credentials epoch at one moment: the epoch, when it was read,
+    and how many announcements for the user had been heard then."""
 
     __slots__ = ("epoch", "heard", "read_at")
 
     def __init__(self, epoch, read_at: float, heard: int):
         self.epoch, self.read_at, self.heard = epoch, read_at, heard
+
+
+def _mark(user_id) -> _Mark:
+    """The user's epoch now; raises when Redis cannot be read."""
+    listener = _listener()
+    read_at = time.monotonic()
+    heard = listener.heard_for(user_id) if listener is not None else 0
+    return _Mark(_epoch(user_id), read_at, heard)
+
+
+def _holds(user_id, mark: _Mark) -> bool:
+    """Whether the epoch has not moved since `mark`: nothing to ask while the listener vouches
+    for it, else one Redis GET (which raises when Redis cannot be read)."""
+    listener = _listener()
+    if listener is not None and listener.vouches(user_id, mark.read_at, mark.heard):
+        return True
+    return _epoch(user_id) == mark.epoch
 
 
 # An epoch that could not be read (Redis away).
@@ -203,26 +218,20 @@ UNKNOWN = object()
 def credentials_epoch(user_id) -> object:
     """The user's credentials epoch now, as an opaque mark for `credentials_unchanged`, or
     UNKNOWN when Redis cannot be read."""
-    listener = _listener()
-    read_at = time.monotonic()
-    heard = listener.heard_for(user_id) if listener is not None else 0
     try:
-        return _Mark(_epoch(user_id), read_at, heard)
+        return _mark(user_id)
     except Exception:
         return UNKNOWN
 
 
 def credentials_unchanged(user_id, mark) -> bool:
-    """Whether nothing about the user's credentials changed since `mark` was taken: nothing to
-    ask while the listener vouches for it, else one Redis GET. True when Redis cannot tell (a
-    socket then relies on the channel layer's announcement and its periodic re-check)."""
+    """Whether nothing about the user's credentials changed since `mark` was taken. True when
+    Redis cannot tell (a socket then relies on the channel layer's announcement and its periodic
+    re-check)."""
     if mark is UNKNOWN:
         return credentials_epoch(user_id) is UNKNOWN
-    listener = _listener()
-    if listener is not None and listener.vouches(user_id, mark.read_at, mark.heard):
-        return True
     try:
-        return _epoch(user_id) == mark.epoch
+        return _holds(user_id, mark)
     except Exception:
         return True
 
@@ -235,20 +244,17 @@ def credential_cached(name: str, load: Callable[[], T | None], *, user_id=None) 
     seconds = settings.CREDENTIALS_CACHE_SECONDS
     if seconds <= 0:
         return load()
-    listener = _listener()
     held = _entries.get(name)
     if held is not None:
-        read_at, epoch, value, heard = held
-        if time.monotonic() - read_at < seconds:
-            if listener is not None and listener.vouches(_user_id_of(value), read_at, heard):
-                return _copy(value)
+        mark, owner, value = held
+        if time.monotonic() - mark.read_at < seconds:
             try:
-                if _epoch(_user_id_of(value)) == epoch:
+                if _holds(owner, mark):
                     return _copy(value)
             except Exception:
                 _warn_unreachable()
                 return load()
-        user_id = _user_id_of(value)
+        user_id = owner
     if user_id is None:
         user_id = _owners.get(name)
     if user_id is None:
@@ -258,10 +264,8 @@ def credential_cached(name: str, load: Callable[[], T | None], *, user_id=None) 
         return value
     # The epoch is read before the database: a change committed after this read moves it on (and
     # is heard after it), and the next use sees that.
-    read_at = time.monotonic()
-    heard = listener.heard_for(user_id) if listener is not None else 0
     try:
-        epoch = _epoch(user_id)
+        mark = _mark(user_id)
     except Exception:
         _warn_unreachable()
         return load()
@@ -271,7 +275,7 @@ def credential_cached(name: str, load: Callable[[], T | None], *, user_id=None) 
             if len(_entries) >= _MAX_ENTRIES:
                 _entries.clear()
                 _owners.clear()
-            _entries[name] = (read_at, epoch, value, heard)
+            _entries[name] = (mark, user_id, value)
         return _copy(value)
     return value
 
@@ -287,6 +291,12 @@ def _warn_unreachable(
     if time.monotonic() - _warned_at > 60:
         _warned_at = time.monotonic()
         logger.warning(text)
+
+
+def _drop(user_id) -> None:
+    """Forgets what is held for the user (under _lock)."""
+    for name in [name for name, held in _entries.items() if str(held[1]) == str(user_id)]:
+        del _entries[name]
 
 
 def _user_id_of(value) -> object:
@@ -324,8 +334,7 @@ def credentials_forget(user_id) -> None:
     """This process drops what it holds for the user now; once the change commits, the user's
     epoch moves on and every other process drops it at its next use."""
     with _lock:
-        for name in [name for name, held in _entries.items() if _user_id_of(held[2]) == user_id]:
-            del _entries[name]
+        _drop(user_id)
 
     def publish():
         try:

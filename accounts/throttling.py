@@ -40,18 +40,16 @@ def _count_locally(window_key: str, window_start: int) -> int:
 
 # The window's counter, created with its expiry if new, then counted: one command.
 _COUNT = "redis.call('SET', KEYS[1], 0, 'EX', ARGV[1], 'NX') return redis.call('INCR', KEYS[1])"
-_scripts: dict[int, object] = {}
+_script = None
 
 
 def _count_in_redis(window_key: str, window: int) -> int:
-    key = f"{settings.CACHE_KEY_PREFIX}:{window_key}"
+    global _script
     client = redis_client()
-    script = _scripts.get(id(client))
-    if script is None:
-        # Per client (REDIS_URL may change in tests); EVALSHA, loading the script when missing.
-        _scripts.clear()
-        script = _scripts[id(client)] = client.register_script(_COUNT)
-    return script(keys=[key], args=[window + 1])
+    if _script is None or _script.registered_client is not client:
+        # EVALSHA, loading the script into Redis when it is missing there.
+        _script = client.register_script(_COUNT)
+    return _script(keys=[f"{settings.CACHE_KEY_PREFIX}:{window_key}"], args=[window + 1])
 
 
 def rate_limit_hit(*, group: str, key: str, limit: int, window: int) -> float | None:

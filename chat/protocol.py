@@ -334,8 +334,8 @@ class SocketProtocol:
         if (
             max_age
             and time.monotonic() - self.checked_at < max_age
-            # An inbound event also finds out, with one Redis GET, whether the user's epoch
-            # moved (a change to them or their keys): then they are read again now.
+            # An inbound event also finds out whether the user's epoch moved (a change to them
+            # or their keys; accounts.credentials): then they are read again now.
             and (
                 not epoch_check
                 or await db_async(credentials_unchanged)(self.user.pk, self.checked_epoch)
@@ -415,10 +415,15 @@ class SocketProtocol:
                 turn_group(session_id), {"type": "turn.cancel", "reason": "no_listeners"}
             )
 
-    async def _joined_session(self, *, write: bool):
+    def _joined_session_id(self) -> str:
         if self.session_id is None:
             raise BadRequest("Join a session first (join-session)")
-        return await db_async(session_get)(session_id=self.session_id, user=self.user, write=write)
+        return self.session_id
+
+    async def _joined_session(self, *, write: bool):
+        return await db_async(session_get)(
+            session_id=self._joined_session_id(), user=self.user, write=write
+        )
 
     def _require_operator(self) -> None:
         if self.user.role == Role.VIEWER:
@@ -429,10 +434,8 @@ class SocketProtocol:
     async def chat_message(self, data: dict) -> dict:
         self._require_operator()
         content = frame_field(data, "content")
-        if self.session_id is None:
-            raise BadRequest("Join a session first (join-session)")
         turn = await db_async(turn_open)(
-            session_id=self.session_id, user=self.user, text=content, ip=self.ip
+            session_id=self._joined_session_id(), user=self.user, text=content, ip=self.ip
         )
         # The relay belongs to no socket: the turn goes on for the others if this one drops.
         relay = asyncio.create_task(_turn_relay(self.layer, turn))

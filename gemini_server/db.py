@@ -18,14 +18,25 @@ import asyncio
 import contextvars
 import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import close_old_connections
 
+_serving = threading.local()
+
+
+def serving_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop whose synchronous work this thread is doing (in `db_call`), if
+    any: what the thread may hand async work to instead of waiting for it."""
+    loop = getattr(_serving, "loop", None)
+    return loop if loop is not None and loop.is_running() else None
+
 
 def _released(loop, func, args, kwargs):
+    _serving.loop = loop
     # What asgiref's SyncToAsync sets in its threads, read by AsyncToSync to find the loop.
     SyncToAsync.threadlocal.main_event_loop = loop
     SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()

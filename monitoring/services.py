@@ -4,14 +4,14 @@ import asyncio
 import logging
 import time
 
-from asgiref.sync import SyncToAsync, async_to_sync
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 from django.core.cache.backends.locmem import LocMemCache
 from django.db import transaction
 
-from gemini_server.db import db_async
+from gemini_server.db import db_async, serving_loop
 from gemini_server.groups import MONITORING
 from gemini_server.scrub import secrets_scrub_all
 from gemini_server.storable import storable, storable_text
@@ -168,8 +168,8 @@ def event_publish(event: Event) -> None:
         task = asyncio.ensure_future(layer.group_send(MONITORING, message))
         task.add_done_callback(_log_publish_failure)
         return
-    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-    if loop is not None and loop.is_running():
+    loop = serving_loop()
+    if loop is not None:
         # A thread of a serving process (a view, a turn's database call): the loop publishes it,
         # and the thread goes on instead of waiting for Redis with a pooled connection in hand.
         future = asyncio.run_coroutine_threadsafe(layer.group_send(MONITORING, message), loop)
