@@ -67,8 +67,11 @@ _cache: OrderedDict = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def history_load(*, session_id, epoch: int, count: int | None = None) -> tuple[list[Step], object]:
-    """The session's stored steps, oldest first, and the epoch's latest compression snapshot.
+def history_load(
+    *, session_id, epoch: int, count: int | None = None
+) -> tuple[list[Step], object, "_Fragments"]:
+    """The session's stored steps, oldest first, the epoch's latest compression snapshot, and the
+    JSON this process already made of their contents (`Conversation(fragments=...)`).
 
     Cached steps plus one query for newer rows; with the session's message count, a cache that
     already holds every step (and knows the snapshot) costs no query at all. A snapshot is only
@@ -85,7 +88,7 @@ def history_load(*, session_id, epoch: int, count: int | None = None) -> tuple[l
             and cached.snapshot is not _UNKNOWN
         ):
             _cache.move_to_end(session_id)
-            return list(cached.steps), cached.snapshot
+            return list(cached.steps), cached.snapshot, cached.fragments
         last_seq = cached.last_seq if cached is not None else 0
     rows = list(
         Message.objects.filter(session_id=session_id, seq__gt=last_seq)
@@ -109,14 +112,7 @@ def history_load(*, session_id, epoch: int, count: int | None = None) -> tuple[l
         _cache.move_to_end(session_id)
         while len(_cache) > CACHED_SESSIONS:
             _cache.popitem(last=False)
-    return list(steps), snapshot
-
-
-def history_fragments(*, session_id, epoch: int) -> "_Fragments | None":
-    """What this process knows of the session's contents as JSON, for `Conversation`."""
-    with _cache_lock:
-        cached = _cache.get(session_id)
-    return cached.fragments if cached is not None and cached.epoch == epoch else None
+    return list(steps), snapshot, cached.fragments
 
 
 def snapshot_remember(*, session_id, epoch: int, snapshot) -> None:

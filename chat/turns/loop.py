@@ -54,7 +54,6 @@ from chat.turns.compression import (
 from chat.turns.control import tool_always_allow, turn_begin
 from chat.turns.conversation import (
     Conversation,
-    history_fragments,
     history_load,
     history_remember,
     snapshot_remember,
@@ -229,10 +228,9 @@ def _usage(metadata) -> dict:
 def _conversation_inputs(session: Session):
     """The history this process has not seen yet (and the compression snapshot), the system
     instruction and the environment context, in one trip to a thread."""
-    steps, snapshot = history_load(
+    steps, snapshot, fragments = history_load(
         session_id=session.id, epoch=session.history_epoch, count=session.message_count
     )
-    fragments = history_fragments(session_id=session.id, epoch=session.history_epoch)
     return steps, snapshot, fragments, *_prompt_and_environment(session)
 
 
