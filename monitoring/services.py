@@ -42,36 +42,67 @@ def event_record(
     failed write is logged and dropped. `secrets` names values that must not be stored even
     where they appear inside free text; the server's own secrets never are.
     """
+    event = event_build(
+        type=type,
+        action=action,
+        user=user,
+        user_email=user_email,
+        session_id=session_id,
+        data=data,
+        ip=ip,
+        secrets=secrets,
+    )
+    if event is None:
+        return None
+    if required:
+        # A failure rolls the caller's change back with it: no savepoint to recover to.
+        events_write([event])
+        return event
+    try:
+        # A savepoint, so a failed insert cannot poison a caller's open transaction.
+        with transaction.atomic():
+            events_write([event])
+    except Exception:
+        logger.exception("Could not record the %s.%s event", type, event.action.value)
+        return None
+    return event
+
+
+def event_build(
+    *,
+    type: str,
+    action: AuditAction | str,
+    user=None,
+    user_email: str = "",
+    session_id=None,
+    data: dict | None = None,
+    ip: str | None = None,
+    secrets: tuple[str, ...] = (),
+) -> Event | None:
+    """The audit row `event_record` writes, not written yet (None while monitoring is off)."""
     action = AuditAction(action)
     if ACTION_TYPES[action] != type:
         raise ValueError(f"The action {action.value!r} is recorded as {ACTION_TYPES[action]!r}")
     if not settings.MONITORING_ENABLED:
         return None
+    return Event(
+        type=type,
+        action=action,
+        user=user,
+        user_email=storable_text(user_email or (getattr(user, "email", "") or ""))[:254],
+        session_id=session_id,
+        data=secrets_scrub_all(redact(storable(data or {}), secrets=secrets)),
+        ip=ip,
+    )
 
-    def create() -> Event:
-        return Event.objects.create(
-            type=type,
-            action=action,
-            user=user,
-            user_email=storable_text(user_email or (getattr(user, "email", "") or ""))[:254],
-            session_id=session_id,
-            data=secrets_scrub_all(redact(storable(data or {}), secrets=secrets)),
-            ip=ip,
-        )
 
-    if required:
-        # A failure rolls the caller's change back with it: no savepoint to recover to.
-        event = create()
-    else:
-        try:
-            # A savepoint, so a failed insert cannot poison a caller's open transaction.
-            with transaction.atomic():
-                event = create()
-        except Exception:
-            logger.exception("Could not record the %s.%s event", type, action.value)
-            return None
-    transaction.on_commit(lambda: event_publish(event))
-    return event
+def events_write(events: list[Event]) -> None:
+    """Built events, in one INSERT inside the caller's transaction (a failure raises there), each
+    published in order once committed."""
+    if not events:
+        return
+    Event.objects.bulk_create(events)
+    transaction.on_commit(lambda: events_publish(events))
 
 
 # Error events nobody is signed in for: anyone can cause them, so each address, and everyone
@@ -153,32 +184,40 @@ async def aevent_record(**kwargs) -> Event | None:
     return await db_async(event_record)(**kwargs)
 
 
-def event_publish(event: Event) -> None:
-    """Sends a committed event to every live subscriber, on every process."""
-    message = {"type": "monitoring.event", "event": event_to_dict(event), "seq": event.seq}
+def events_publish(events: list[Event]) -> None:
+    """Sends committed events, in order, to every live subscriber on every process."""
     layer = get_channel_layer()
     if layer is None:
         return
+    messages = [
+        {"type": "monitoring.event", "event": event_to_dict(event), "seq": event.seq}
+        for event in events
+    ]
+
+    async def send() -> None:
+        for message in messages:
+            await layer.group_send(MONITORING, message)
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         pass
     else:
         # Called on the event loop itself: publish without blocking it.
-        task = asyncio.ensure_future(layer.group_send(MONITORING, message))
+        task = asyncio.ensure_future(send())
         task.add_done_callback(_log_publish_failure)
         return
     loop = serving_loop()
     if loop is not None:
         # A thread of a serving process (a view, a turn's database call): the loop publishes it,
         # and the thread goes on instead of waiting for Redis with a pooled connection in hand.
-        future = asyncio.run_coroutine_threadsafe(layer.group_send(MONITORING, message), loop)
+        future = asyncio.run_coroutine_threadsafe(send(), loop)
         future.add_done_callback(_log_publish_failure)
         return
     try:
-        async_to_sync(layer.group_send)(MONITORING, message)
+        async_to_sync(send)()
     except Exception:
-        logger.exception("Could not publish event %s", event.uuid)
+        logger.exception("Could not publish events %s", [str(event.uuid) for event in events])
 
 
 def _log_publish_failure(task) -> None:

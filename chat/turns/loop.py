@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
+from functools import partial
 
 import aiohttp
 from asgiref.sync import async_to_sync
@@ -60,8 +61,8 @@ from chat.turns.conversation import (
 )
 from chat.turns.frames import FrameLog
 from chat.turns.loop_detection import LoopDetector, LoopHit, loop_feedback
-from chat.turns.slot import turn_decisions_since, turn_heartbeat, turn_release
-from chat.turns.store import message_draft_save, message_store
+from chat.turns.slot import turn_decisions_since, turn_end_store, turn_heartbeat, turn_release
+from chat.turns.store import StepWrite, message_draft_save, steps_store
 from gemini_server import metrics
 from gemini_server.db import db_async
 from gemini_server.groups import turn_group
@@ -88,8 +89,8 @@ DECISION_POLL_SECONDS = 2
 CONFIRMATION_TIMEOUT_SECONDS = 600
 # A streaming answer is stored at most this often (and at least, while text keeps coming).
 DRAFT_SECONDS = 1.0
-# The user's message is stored after the first chunk is on its way, or this long after the model
-# was asked when no chunk came by then (a slow model keeps the history waiting no longer).
+# The user's message is stored this long after the model was asked, or with the answer when that
+# ends the turn sooner (one transaction), or as soon as anything else of the turn is stored.
 USER_STORE_DELAY = 0.05
 RESTARTING_TEXT = (
     "The server is restarting, so this turn was stopped; what it produced is kept. "
@@ -305,6 +306,8 @@ class Turn:
         # The user's message, and its storing while the model is asked (_open_conversation).
         self._user_parts: list[dict] | None = None
         self._user_stored: asyncio.Future | None = None
+        # The session was freed with the turn's last write (`_store_final`).
+        self._released = False
         # The last answer's prompt size (usageMetadata), for compression; 0 when unknown.
         self._prompt_tokens = 0
         self._detector = LoopDetector()
@@ -453,8 +456,9 @@ class Turn:
             with suppress(Exception):
                 # The user's message is stored before the session is free for another turn.
                 await self._user_message_stored()
-            with suppress(Exception):
-                await db_async(turn_release)(session_id=self.session.id, turn_id=self.turn_id)
+            if not self._released:
+                with suppress(Exception):
+                    await db_async(turn_release)(session_id=self.session.id, turn_id=self.turn_id)
             metrics.turn_finished(finish_reason=finish_reason, usage=self._usage)
             if any(self._usage.values()):
                 self._emit(ev.USAGE, dict(self._usage))
@@ -623,8 +627,9 @@ class Turn:
 
         The history is read before the message is stored, so it is not read back twice; the
         prompt and the environment are read in the same trip to a thread. The message is stored
-        while the model is asked, off the path to the first token (`_user_message_store_start`):
-        nothing of the turn is stored, and the session is not released, before it is.
+        off the path to the first token (`_user_message_store_start`), with the answer when that
+        ends the turn sooner: nothing of the turn is stored, and the session is not released,
+        before it is.
         """
         session = self.session
         inputs = await db_async(_conversation_inputs)(session)
@@ -644,26 +649,37 @@ class Turn:
         self._user_parts = parts
         asyncio.get_running_loop().call_later(USER_STORE_DELAY, self._user_message_store_start)
 
-    async def _store_now(self, *, last: bool, **kwargs):
-        message = await db_async(self._store)(**kwargs)
-        if last and message is not None:
+    async def _store_now(self, steps: list[StepWrite], *, last: bool, end: bool = False):
+        stored = await db_async(self._steps_write)(steps, end=end)
+        if last and stored:
             # The id `done` names: the user's message, the answer, or the tools' responses.
-            self._last_message_id = str(message.id)
-        return message
+            self._last_message_id = str(stored[-1].id)
+        return stored
 
-    async def _store_async(self, *, last: bool = False, **kwargs):
+    async def _store_async(self, step: StepWrite, *, last: bool = False):
         """Stores a step of the turn, after the user's message (raises if that could not be)."""
         await self._user_message_stored()
-        return await self._store_now(last=last, **kwargs)
+        return await self._store_now([step], last=last)
+
+    async def _store_final(self, step: StepWrite) -> None:
+        """The answer that ends the turn, the user's message if it still waits, and the release
+        of the session: one transaction."""
+        if self._user_stored is None:
+            steps = [StepWrite(role=MessageRole.USER, parts=self._user_parts), step]
+            self._user_stored = asyncio.ensure_future(self._store_now(steps, last=True, end=True))
+            await asyncio.shield(self._user_stored)
+        else:
+            await self._user_message_stored()
+            await self._store_now([step], last=True, end=True)
+        self._released = True
 
     def _user_message_store_start(self) -> None:
-        """Stores the user's message, once: after the first chunk was sent on (the storing
-        thread would otherwise compete with it for the interpreter), or USER_STORE_DELAY after
-        the model was asked if no chunk came by then, or when anything else must be stored."""
+        """Stores the user's message, once: USER_STORE_DELAY after the model was asked (the
+        storing thread would otherwise compete with the first chunk for the interpreter), or
+        when anything else must be stored first."""
         if self._user_stored is None and self._user_parts is not None:
-            self._user_stored = asyncio.ensure_future(
-                self._store_now(last=True, role=MessageRole.USER, parts=self._user_parts)
-            )
+            step = StepWrite(role=MessageRole.USER, parts=self._user_parts)
+            self._user_stored = asyncio.ensure_future(self._store_now([step], last=True))
 
     async def _user_message_stored(self) -> None:
         self._user_message_store_start()
@@ -705,14 +721,18 @@ class Turn:
             self._prompt_tokens = usage.get("promptTokens", self._prompt_tokens)
             for key in self._usage:
                 self._usage[key] += usage.get(key, 0)
-            await self._store_async(
-                last=True,
+            step = StepWrite(
                 role=MessageRole.MODEL,
                 parts=parts,
                 usage=usage or None,
                 finish_reason=state["finish"],
                 draft_id=draft_id,
             )
+            calls = any("functionCall" in part for part in parts)
+            if failure is None and problem is None and state["loop"] is None and not calls:
+                await self._store_final(step)  # the turn ends with it (`_loop`)
+            else:
+                await self._store_async(step, last=True)
         if failure is not None:
             pending = [part["functionCall"] for part in parts if "functionCall" in part]
             interrupted = isinstance(failure, TurnInterrupted)
@@ -749,9 +769,6 @@ class Turn:
                 async for chunk in stream:
                     deadline.reschedule(loop.time() + idle)
                     self._chunk(chunk, collected, state)
-                    if self._user_stored is None:
-                        # After the transports' wake-ups for this chunk, already queued.
-                        loop.call_soon(self._user_message_store_start)
                     if self._content_loop(chunk, state):
                         break
             finally:
@@ -788,13 +805,16 @@ class Turn:
             collected.append(data)
             self._draft.changed()
 
-    def _store(self, **kwargs):
-        message = message_store(session=self.session, user=self.user, ip=self.ip, **kwargs)
-        if message is not None:
+    def _steps_write(self, steps: list[StepWrite], *, end: bool) -> list | None:
+        """Stores steps (with `end`, also frees the session) and remembers them for the next turn."""
+        common = {"session": self.session, "user": self.user, "steps": steps, "ip": self.ip}
+        store = partial(turn_end_store, turn_id=self.turn_id) if end else steps_store
+        stored = store(**common)
+        for message in stored or []:
             history_remember(
                 session_id=self.session.id, epoch=self.session.history_epoch, message=message
             )
-        return message
+        return stored
 
     async def _tool_call(self, call: dict) -> str:
         """Runs one call (asking first when the approval mode says so); returns the outcome."""
@@ -871,7 +891,7 @@ class Turn:
         )
         self._injections.extend(injected)
         self.conversation.append(MessageRole.TOOL, parts)
-        await self._store_async(last=True, role=MessageRole.TOOL, parts=parts)
+        await self._store_async(StepWrite(role=MessageRole.TOOL, parts=parts), last=True)
         await tool_call_record(
             session=self.session,
             user=self.user,
@@ -914,7 +934,7 @@ class Turn:
         ]
         for role, content in ((MessageRole.MODEL, acknowledgement), (MessageRole.USER, parts)):
             self.conversation.append(role, content)
-            await self._store_async(role=role, parts=content)
+            await self._store_async(StepWrite(role=role, parts=content))
 
     async def _answer_unrun(self, calls: list[dict], reason: str) -> None:
         """Stores an error response for calls that will not run, so no call is left dangling."""
@@ -943,7 +963,7 @@ class Turn:
             )
         if self.conversation is not None:
             self.conversation.append(MessageRole.TOOL, parts)
-        await asyncio.shield(self._store_async(role=MessageRole.TOOL, parts=parts))
+        await asyncio.shield(self._store_async(StepWrite(role=MessageRole.TOOL, parts=parts)))
 
     def _confirmation_future(self, call_id: str) -> asyncio.Future:
         if call_id not in self._confirmations:

@@ -12,12 +12,12 @@ import threading
 import uuid
 
 from django.conf import settings
-from django.db import connections
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from chat.models import TurnDecision
-from chat.turns.store import turn_interrupted_close
+from chat.turns.store import StepWrite, steps_store, turn_interrupted_close
 from gemini_server.errors import Conflict
 from gemini_server.workers import worker_alive, worker_id, worker_start
 from sessions_app.models import Session
@@ -119,6 +119,19 @@ def turn_release(*, session_id, turn_id) -> None:
     )
     # Its decisions served their purpose; the audit trail keeps who decided what.
     TurnDecision.objects.filter(turn_id=turn_id).delete()
+
+
+def turn_end_store(*, session: Session, user, steps: list[StepWrite], turn_id, ip=None):
+    """The turn's last steps and the release of its slot, in one transaction: the session is
+    free for the next message once the answer is stored. None if the session was deleted."""
+    try:
+        with transaction.atomic():
+            stored = steps_store(session=session, user=user, steps=steps, ip=ip)
+            if stored is not None:
+                turn_release(session_id=session.pk, turn_id=turn_id)
+    except IntegrityError:
+        return None
+    return stored
 
 
 def turn_release_dead(*, session: Session) -> bool:

@@ -7,6 +7,8 @@ session is next claimed or its server restarts, when `turn_interrupted_close` ma
 INTERRUPTED and answers its function calls.
 """
 
+from dataclasses import dataclass
+
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -16,73 +18,99 @@ from chat.models import FINISH_INTERRUPTED, FINISH_STREAMING, Message, MessageRo
 from gemini_server.request_id import request_id_current
 from gemini_server.storable import storable
 from monitoring.models import AuditAction
-from monitoring.services import event_record
+from monitoring.services import event_build, event_record, events_write
 from sessions_app.models import Session
 from sessions_app.services import session_ttl
 
 EXCERPT_CHARS = 2000
 
 
-def message_store(
-    *,
-    session: Session,
-    user,
-    role: str,
-    parts: list[dict],
-    usage: dict | None = None,
-    finish_reason: str = "",
-    ip=None,
-    draft_id: int | None = None,
-) -> Message | None:
-    """One step of a turn, written once it is whole (over its draft, if it had one); audited.
+@dataclass(frozen=True)
+class StepWrite:
+    """One whole step of a turn to store; a model answer also has its usage, finish reason and
+    the draft it was kept in while it streamed."""
 
-    Returns None if the session was deleted meanwhile (nothing to attach the step to).
+    role: str
+    parts: list[dict]
+    usage: dict | None = None
+    finish_reason: str = ""
+    draft_id: int | None = None
+
+
+def message_store(*, session: Session, user, ip=None, **step) -> Message | None:
+    """One step of a turn, written once it is whole (see `steps_store`)."""
+    stored = steps_store(session=session, user=user, steps=[StepWrite(**step)], ip=ip)
+    return stored[0] if stored else None
+
+
+def steps_store(*, session: Session, user, steps: list[StepWrite], ip=None) -> list[Message] | None:
+    """Steps of a turn, in order, each over its draft if it had one, with their audit rows and
+    one update of the session: one transaction (the caller's, when it has one open).
+
+    Returns None if the session was deleted meanwhile (nothing to attach the steps to).
     """
-    usage, parts = usage or {}, storable(parts)  # a NUL from the model is kept, as text
     now = timezone.now()
+    messages, new, events = [], [], []
+    totals = {"promptTokens": 0, "completionTokens": 0, "totalTokens": 0}
     try:
-        with transaction.atomic():
-            fields = {
-                "parts": parts,
-                "text": parts_text(parts),
-                "prompt_tokens": usage.get("promptTokens"),
-                "completion_tokens": usage.get("completionTokens"),
-                "total_tokens": usage.get("totalTokens"),
-                "finish_reason": finish_reason,
-            }
-            if draft_id is not None:
-                # The answer was kept as a draft while it streamed: it becomes the step.
-                Message.objects.filter(pk=draft_id).update(**fields)
-                message = Message.objects.filter(pk=draft_id).first()
-                if message is None:
-                    return None
-            else:
-                message = Message.objects.create(session_id=session.id, role=role, **fields)
-            # One UPDATE of the session per step: activity keeps it alive, usage adds up.
+        # No savepoint inside a caller's transaction: a failure fails the caller's whole work.
+        with transaction.atomic(savepoint=False):
+            for step in steps:
+                usage, parts = step.usage or {}, storable(step.parts)  # a NUL is kept, as text
+                fields = {
+                    "parts": parts,
+                    "text": parts_text(parts),
+                    "prompt_tokens": usage.get("promptTokens"),
+                    "completion_tokens": usage.get("completionTokens"),
+                    "total_tokens": usage.get("totalTokens"),
+                    "finish_reason": step.finish_reason,
+                }
+                if step.draft_id is not None:
+                    # The answer was kept as a draft while it streamed: it becomes the step.
+                    Message.objects.filter(pk=step.draft_id).update(**fields)
+                    message = Message.objects.filter(pk=step.draft_id).first()
+                    if message is None:
+                        return None
+                else:
+                    message = Message(session_id=session.id, role=step.role, **fields)
+                    new.append(message)
+                messages.append(message)
+                for key in totals:
+                    totals[key] += usage.get(key) or 0
+            Message.objects.bulk_create(new)
+            # One UPDATE of the session: activity keeps it alive, usage adds up.
             Session.objects.filter(pk=session.id).update(
                 last_activity_at=now,
                 expires_at=now + session_ttl(),
-                message_count=F("message_count") + 1,
-                prompt_tokens=F("prompt_tokens") + (usage.get("promptTokens") or 0),
-                completion_tokens=F("completion_tokens") + (usage.get("completionTokens") or 0),
-                total_tokens=F("total_tokens") + (usage.get("totalTokens") or 0),
+                message_count=F("message_count") + len(steps),
+                prompt_tokens=F("prompt_tokens") + totals["promptTokens"],
+                completion_tokens=F("completion_tokens") + totals["completionTokens"],
+                total_tokens=F("total_tokens") + totals["totalTokens"],
             )
-            # The step and its audit row commit together (tool calls have their own record).
-            if role != MessageRole.TOOL:
-                event_record(
-                    type="chat",
-                    action=AuditAction.USER_MESSAGE
-                    if role == MessageRole.USER
-                    else AuditAction.MODEL_RESPONSE,
-                    user=user,
-                    session_id=session.id,
-                    data=_audit_data(message, session=session, usage=usage, finish=finish_reason),
-                    ip=ip,
-                    required=True,
-                )
+            # The steps and their audit rows commit together (tool calls have their own record).
+            for step, message in zip(steps, messages, strict=True):
+                if step.role != MessageRole.TOOL:
+                    events.append(
+                        event_build(
+                            type="chat",
+                            action=AuditAction.USER_MESSAGE
+                            if step.role == MessageRole.USER
+                            else AuditAction.MODEL_RESPONSE,
+                            user=user,
+                            session_id=session.id,
+                            data=_audit_data(
+                                message,
+                                session=session,
+                                usage=step.usage or {},
+                                finish=step.finish_reason,
+                            ),
+                            ip=ip,
+                        )
+                    )
+            events_write([event for event in events if event is not None])
     except IntegrityError:
         return None
-    return message
+    return messages
 
 
 def _audit_data(message: Message, *, session: Session, usage: dict, finish: str) -> dict:

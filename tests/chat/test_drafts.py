@@ -98,8 +98,14 @@ async def test_a_short_answer_is_written_once(session, token, fake_gemini):
 
     assert response.frames[-1]["data"]["finishReason"] == "STOP"
     writes = [sql for sql in statements if '"chat_message"' in sql]
-    assert len([sql for sql in writes if sql.startswith("INSERT")]) == 2  # question, answer
+    # The question and the answer, in one INSERT: the answer ended the turn before the question
+    # was due to be stored on its own.
+    assert len([sql for sql in writes if sql.startswith("INSERT")]) == 1
     assert not [sql for sql in writes if sql.startswith("UPDATE")]
+    stored = await sync_to_async(list)(
+        Message.objects.filter(session=session).order_by("seq").values_list("role", "text")
+    )
+    assert stored == [(MessageRole.USER, stored[0][1]), (MessageRole.MODEL, "quick answer")]
 
 
 def _half_done_turn(session, *, heartbeat_age: timedelta, with_call: bool = True) -> Message:

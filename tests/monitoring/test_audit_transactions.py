@@ -37,11 +37,11 @@ class AuditDown(Exception):
 def audit_down(monkeypatch):
     """From here on, writing an audit row fails as a database that refuses it would."""
 
-    def refuse(**kwargs):
+    def refuse(*args, **kwargs):
         raise AuditDown("the audit table refuses the row")
 
     def start():
-        monkeypatch.setattr(Event.objects, "create", refuse)
+        monkeypatch.setattr(Event.objects, "bulk_create", refuse)
 
     return start
 
@@ -156,7 +156,7 @@ def test_the_live_publish_waits_for_the_commit(
     user, monkeypatch, django_capture_on_commit_callbacks
 ):
     published = []
-    monkeypatch.setattr("monitoring.services.event_publish", published.append)
+    monkeypatch.setattr("monitoring.services.events_publish", published.extend)
     session = session_create(user=make_user("watcher@example.com"))
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:

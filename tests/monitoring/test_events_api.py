@@ -452,10 +452,10 @@ def test_named_secrets_are_cut_out_wherever_they_appear():
 
 
 def test_a_failing_insert_does_not_fail_the_login(monkeypatch, api_client, user, caplog):
-    def broken_insert(**kwargs):
+    def broken_insert(*args, **kwargs):
         raise RuntimeError("database is on fire")
 
-    monkeypatch.setattr(Event.objects, "create", broken_insert)
+    monkeypatch.setattr(Event.objects, "bulk_create", broken_insert)
 
     with caplog.at_level(logging.ERROR, logger="monitoring.services"):
         response = api_client.post(
@@ -468,10 +468,10 @@ def test_a_failing_insert_does_not_fail_the_login(monkeypatch, api_client, user,
 
 
 def test_a_change_whose_audit_row_cannot_be_written_does_not_happen(monkeypatch, user, settings):
-    def broken_insert(**kwargs):
+    def broken_insert(*args, **kwargs):
         raise RuntimeError("database is on fire")
 
-    monkeypatch.setattr(Event.objects, "create", broken_insert)
+    monkeypatch.setattr(Event.objects, "bulk_create", broken_insert)
 
     created = client_for(user).post("/api/v1/sessions", {}, format="json")
 
