@@ -84,8 +84,11 @@ LOOP_SKIPPED_TEXT = "The call was not run: the model was repeating itself (a loo
 THINKING_BUDGET_2_5 = 8192
 HEARTBEAT_SECONDS = 30
 BINARY_RECEIVED_TEXT = "Binary content received. Proceeding with analysis."
-# How late a confirmation or cancel may arrive when its channel-layer message was lost.
+# How late a confirmation or cancel may arrive when its channel-layer message was lost (or was
+# sent before the turn joined its group).
 DECISION_POLL_SECONDS = 2
+# A turn joins its channel-layer group this long after it started: a trivial turn is over before.
+SUBSCRIBE_DELAY = 0.05
 CONFIRMATION_TIMEOUT_SECONDS = 600
 # A streaming answer is stored at most this often (and at least, while text keeps coming).
 DRAFT_SECONDS = 1.0
@@ -420,8 +423,14 @@ class Turn:
         metrics.turn_started()
         layer = get_channel_layer()
         watch = asyncio.create_task(self._watch())
-        # Joining the turn's group goes on while the model is asked: decisions come later.
-        subscription = asyncio.create_task(self._subscribe(layer))
+        # The turn joins its group once it has run SUBSCRIBE_DELAY, off the path to the first
+        # token; a turn that ends sooner never joins (a decision for it is read from the
+        # database meanwhile, within DECISION_POLL_SECONDS).
+        subscription: list[asyncio.Task] = []
+        joining = asyncio.get_running_loop().call_later(
+            SUBSCRIBE_DELAY,
+            lambda: subscription.append(asyncio.create_task(self._subscribe(layer))),
+        )
         try:
             await self._open_conversation()
             finish_reason = await self._loop()
@@ -445,9 +454,11 @@ class Turn:
             )
         finally:
             watch.cancel()
+            joining.cancel()
             channel, listener = None, None
             with suppress(Exception):
-                channel, listener = await asyncio.shield(subscription)
+                if subscription:
+                    channel, listener = await asyncio.shield(subscription[0])
             if listener is not None:
                 await receiver_stop(layer, channel, listener)
             if channel is not None:
