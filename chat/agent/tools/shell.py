@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -84,9 +85,25 @@ def inactivity_seconds() -> float:
     return float(getattr(settings, "SHELL_INACTIVITY_TIMEOUT_SECONDS", 300))
 
 
+# How long a lookup of the sandbox's programs is trusted: every turn asks whether the shell tool
+# is available, and a PATH search is a few dozen system calls; an installed bubblewrap is seen
+# within this time.
+PROGRAM_LOOKUP_SECONDS = 30.0
+_programs: dict[tuple[str, str | None], tuple[float, str | None]] = {}
+
+
+def _program(name: str, path: str | None = None) -> str | None:
+    """`shutil.which(name, path=path)`, looked up again at most every PROGRAM_LOOKUP_SECONDS."""
+    now = time.monotonic()
+    found = _programs.get((name, path))
+    if found is None or now - found[0] > PROGRAM_LOOKUP_SECONDS:
+        found = _programs[(name, path)] = (now, shutil.which(name, path=path))
+    return found[1]
+
+
 def prlimit_path() -> str | None:
     """prlimit from a directory the sandbox mounts, so the same path works inside it."""
-    return shutil.which("prlimit", path=SANDBOX_PATH)
+    return _program("prlimit", SANDBOX_PATH)
 
 
 def shell_unavailable_reason() -> str | None:
@@ -98,7 +115,7 @@ def shell_unavailable_reason() -> str | None:
             "Shell commands are disabled on this server: the SHELL_SANDBOX setting "
             f'"{mode}" is not one of "bwrap" or "none".'
         )
-    if shutil.which("bwrap") is None:
+    if _program("bwrap") is None:
         return (
             "Shell commands are disabled on this server: the bubblewrap sandbox (bwrap) is not "
             "installed. An administrator can install bubblewrap, or set SHELL_SANDBOX=none to "
@@ -590,7 +607,7 @@ class ShellTool(Tool):
         script = f"{BASH_SHOPT_GUARD} {background_pids_wrapper(command, pids_file)}"
         identity = None
         if sandboxed:
-            bwrap = shutil.which("bwrap") or "bwrap"
+            bwrap = _program("bwrap") or "bwrap"
             root = os.path.realpath(ctx.workspace)
             identity = host_identity()
             if identity is not None:

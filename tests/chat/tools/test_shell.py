@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from chat.agent.tools import tool_catalog, tool_declarations, tool_lookup
+from chat.agent.tools import shell, tool_catalog, tool_declarations, tool_lookup
 from chat.agent.tools.shell import background_stop, root_commands
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed")
@@ -299,6 +299,7 @@ async def test_unsandboxed_timeout_and_background_children(call, settings):
 async def test_disabled_without_bubblewrap(call, settings, monkeypatch):
     settings.SHELL_SANDBOX = "bwrap"
     monkeypatch.setattr(shutil, "which", lambda *_args, **_kwargs: None)
+    monkeypatch.setattr(shell, "_programs", {})  # what the process looked up before
     result = await call("run_shell_command", command="echo hi")
     assert result.error == (
         "Shell commands are disabled on this server: the bubblewrap sandbox (bwrap) is not "
@@ -316,6 +317,7 @@ async def test_none_mode_works_without_bubblewrap(call, settings, monkeypatch):
     monkeypatch.setattr(
         shutil, "which", lambda cmd, *a, **k: None if cmd == "bwrap" else real_which(cmd, *a, **k)
     )
+    monkeypatch.setattr(shell, "_programs", {})
     result = await call("run_shell_command", command="echo works")
     assert without_pgid(result.output) == "Output: works"
     assert next(e for e in tool_catalog() if e["name"] == "run_shell_command")["available"]
