@@ -114,8 +114,8 @@ class GeminiConsumer(AsyncWebsocketConsumer):
     async def session_agent_event(self, message: dict) -> None:
         await self.protocol.session_agent_event(message)
 
-    async def monitoring_event(self, message: dict) -> None:
-        await self.protocol.monitoring_event(message)
+    async def monitoring_events(self, message: dict) -> None:
+        await self.protocol.monitoring_events(message)
 
 
 async def _nothing() -> None:

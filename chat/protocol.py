@@ -287,8 +287,8 @@ class SocketProtocol:
         kind = message.get("type")
         if kind == "session.agent_event":
             await self.session_agent_event(message)
-        elif kind == "monitoring.event":
-            await self.monitoring_event(message)
+        elif kind == "monitoring.events":
+            await self.monitoring_events(message)
         elif kind == "credentials.changed":
             await self.credentials_changed(message)
 
@@ -588,7 +588,7 @@ class SocketProtocol:
         await self.monitoring.unsubscribe()
         return await self._reply("monitoring:unsubscribed", {})
 
-    async def monitoring_event(self, message: dict) -> None:
+    async def monitoring_events(self, message: dict) -> None:
         if not self.monitoring.active:
             return
         if not await self._still_allowed(max_age=CREDENTIALS_CACHE_SECONDS):
@@ -601,8 +601,7 @@ class SocketProtocol:
                 "error", error_payload(Forbidden("Admins only"), event="monitoring:event")
             )
             return
-        event = self.monitoring.wanted(message)
-        if event is not None:
+        for event in self.monitoring.wanted(message):
             await self.transport.emit("monitoring:event", event)
 
 

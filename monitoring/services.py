@@ -185,18 +185,19 @@ async def aevent_record(**kwargs) -> Event | None:
 
 
 def events_publish(events: list[Event]) -> None:
-    """Sends committed events, in order, to every live subscriber on every process."""
+    """Sends committed events, in order, to every live subscriber on every process: one layer
+    message for the events of one transaction (`monitoring.events`; each item has the event and
+    its `seq`)."""
     layer = get_channel_layer()
     if layer is None:
         return
-    messages = [
-        {"type": "monitoring.event", "event": event_to_dict(event), "seq": event.seq}
-        for event in events
-    ]
+    message = {
+        "type": "monitoring.events",
+        "items": [{"event": event_to_dict(event), "seq": event.seq} for event in events],
+    }
 
     async def send() -> None:
-        for message in messages:
-            await layer.group_send(MONITORING, message)
+        await layer.group_send(MONITORING, message)
 
     try:
         asyncio.get_running_loop()

@@ -139,13 +139,15 @@ async def monitoring_sse(
             if message is LAYER_LOST:
                 renewed_at = float("-inf")  # subscribe again and replay, right away
                 continue
-            if message.get("type") != "monitoring.event" or message.get("seq", 0) <= high_water:
+            if message.get("type") != "monitoring.events":
                 continue
-            high_water = message["seq"]
-            event = message["event"]
-            if event_matches(event, types=types, user_id=user_id):
-                quiet_since = loop.time()
-                yield _frame(event)
+            for item in message["items"]:
+                if item["seq"] <= high_water:
+                    continue
+                high_water = item["seq"]
+                if event_matches(item["event"], types=types, user_id=user_id):
+                    quiet_since = loop.time()
+                    yield _frame(item["event"])
     finally:
         await subscription.close()
 

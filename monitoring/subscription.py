@@ -39,9 +39,12 @@ class MonitoringSubscription:
             self.types = None
             await self.layer.group_discard(MONITORING, self.channel)
 
-    def wanted(self, message: dict) -> dict | None:
-        """The event a `monitoring.event` layer message carries, when this subscription takes it."""
+    def wanted(self, message: dict) -> list[dict]:
+        """The events of a `monitoring.events` layer message this subscription takes, in order."""
         if self.types is None:
-            return None
-        event = message["event"]
-        return event if event_matches(event, types=self.types, user_id=None) else None
+            return []
+        return [
+            item["event"]
+            for item in message["items"]
+            if event_matches(item["event"], types=self.types, user_id=None)
+        ]
