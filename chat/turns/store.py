@@ -72,6 +72,8 @@ def steps_store(*, session: Session, user, steps: list[StepWrite], ip=None) -> l
                     if message is None:
                         return None
                 else:
+                    # Inserted together below, after any draft's update: a draft is written only
+                    # once the steps before it are stored, so no new row belongs before it.
                     message = Message(session_id=session.id, role=step.role, **fields)
                     new.append(message)
                 messages.append(message)
