@@ -78,7 +78,8 @@ def turn_claim_own(*, session_id, user) -> tuple[Session, uuid.UUID] | None:
     worker_start()  # a claim names this worker, so it must be known alive
     turn_id, now = uuid.uuid4(), timezone.now()
     connection = connections[Session.objects.db]
-    fields = {field.name: field for field in Session._meta.concrete_fields}
+    concrete = Session._meta.concrete_fields
+    fields = {field.name: field for field in concrete}
 
     def column(name: str) -> str:
         return connection.ops.quote_name(fields[name].column)
@@ -86,12 +87,13 @@ def turn_claim_own(*, session_id, user) -> tuple[Session, uuid.UUID] | None:
     def value(name: str, raw):
         return fields[name].get_db_prep_value(raw, connection)
 
+    returning = ", ".join(connection.ops.quote_name(field.column) for field in concrete)
     sql = (
         f"UPDATE {connection.ops.quote_name(Session._meta.db_table)} "
         f"SET {column('turn_id')} = %s, {column('turn_heartbeat_at')} = %s, "
         f"{column('turn_worker')} = %s "
         f"WHERE {column('id')} = %s AND {column('user')} = %s AND {column('turn_id')} IS NULL "
-        f"AND {column('expires_at')} > %s RETURNING *"
+        f"AND {column('expires_at')} > %s RETURNING {returning}"
     )
     params = [
         value("turn_id", turn_id),
@@ -101,12 +103,26 @@ def turn_claim_own(*, session_id, user) -> tuple[Session, uuid.UUID] | None:
         value("user", user.pk),
         value("expires_at", now),
     ]
-    claimed = list(Session.objects.raw(sql, params))
-    if not claimed:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
         return None
-    session = claimed[0]
+    # The row as the ORM reads it (each column through its field's converters), without the
+    # RawQuerySet machinery: half the cost of this claim in CPU.
+    values = [_converted(raw, field, connection) for raw, field in zip(row, concrete, strict=True)]
+    session = Session.from_db(connection.alias, [field.attname for field in concrete], values)
     session.user = user
     return session, turn_id
+
+
+def _converted(raw, field, connection):
+    column = field.cached_col  # what the ORM's own reads hand the converters
+    for converter in connection.ops.get_db_converters(column) + column.get_db_converters(
+        connection
+    ):
+        raw = converter(raw, column, connection)
+    return raw
 
 
 def turn_heartbeat(*, session_id, turn_id) -> None:

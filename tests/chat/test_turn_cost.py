@@ -201,3 +201,28 @@ async def test_a_burst_of_turns_stays_within_the_pool(user, make_session, token,
     # At most the pool's connections more than before (the test's own were there already).
     assert peak - before <= pool_max, (peak, before)
     assert after - before <= pool_max, (after, before)
+
+
+def test_the_claim_reads_the_session_back_as_the_orm_does(make_session, user):
+    from django.utils import timezone
+
+    from chat.turns.slot import turn_claim_own
+    from sessions_app.models import Session
+
+    session = make_session(temperature=0.3, systemInstruction="Be brief. ✓")
+    Session.objects.filter(pk=session.pk).update(
+        always_allowed_tools=["read_file", "run_shell_command(git)"],
+        todos=[{"description": "ship it", "status": "pending"}],
+        last_activity_at=timezone.now(),
+    )
+
+    claimed, turn_id = turn_claim_own(session_id=session.pk, user=user)
+
+    read = Session.objects.get(pk=session.pk)
+    for field in Session._meta.concrete_fields:
+        assert getattr(claimed, field.attname) == getattr(read, field.attname), field.name
+    assert claimed.turn_id == turn_id and claimed.config["temperature"] == 0.3
+    assert not claimed._state.adding and claimed._state.db == read._state.db
+    assert claimed.user is user
+    # Claimed already: no second claim (the usual reads then say why).
+    assert turn_claim_own(session_id=session.pk, user=user) is None
