@@ -3,9 +3,10 @@
 Every event a turn emits is a frame `{"type", "data"}` with the next number; the number is the
 SSE `id:` the originating client sees, and the one `GET /chat/stream` replays after
 (`Last-Event-ID`). With Redis the frames go to a stream per turn (`XADD` with the frame number as
-its id), written by a background task that sends whatever has piled up in one pipeline, so the
-turn never waits for Redis; without Redis (one process) they stay in memory. Frames outlive their
-turn by FRAMES_TTL_DONE_SECONDS, so a client can still catch up on the end.
+its id), written by a background task that sends whatever has piled up (over at most
+WRITE_BATCH_SECONDS) in one pipeline, so the turn never waits for Redis; without Redis (one
+process) they stay in memory. Frames outlive their turn by FRAMES_TTL_DONE_SECONDS, so a client
+can still catch up on the end.
 """
 
 import asyncio
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 # A running turn's frames live this long after their latest write (confirmations may wait 10 min).
 FRAMES_TTL_RUNNING_SECONDS = 6 * 3600
 FRAMES_TTL_DONE_SECONDS = 600
+# Frames appended within this time of each other go to Redis in one pipeline (a trivial turn's
+# frames in one), and the write waits for none of the turn's own work on the loop.
+WRITE_BATCH_SECONDS = 0.01
 READ_BATCH = 500
 # A follower with nothing to read checks this often that the turn still has a live worker.
 LIVENESS_POLL_SECONDS = 2.0
@@ -109,6 +113,8 @@ class FrameLog:
 
     async def _write(self) -> None:
         key = _KEY_PREFIX + self.turn_id
+        if not self._finished:
+            await asyncio.sleep(WRITE_BATCH_SECONDS)
         while self._pending:
             batch, self._pending = self._pending, []
             ttl = FRAMES_TTL_DONE_SECONDS if self._finished else FRAMES_TTL_RUNNING_SECONDS
