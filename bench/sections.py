@@ -368,16 +368,16 @@ async def section_cpu(bench: Bench) -> dict:
     block = max(1, p.cpu_turns // 2)
     totals = {"server": [0.0, 0, 0.0, []], "litellm": [0.0, 0, 0.0, []]}
     for _ in range(2):
-        session_id = await bench.api.session_create(bench.main_token)
+        # Ten turns a session, as elsewhere; the sessions are made before the clock starts (a
+        # session's creation is no part of a turn).
+        sessions = [await bench.api.session_create(bench.main_token) for _ in range(0, block, 10)]
         await asyncio.sleep(0.5)
         before, started = cpu_seconds(bench.server.pid), time.perf_counter()
         results = []
         for index in range(block):
-            if index and index % 10 == 0:
-                session_id = await bench.api.session_create(bench.main_token)
             results.append(
                 await server_turn(
-                    bench.http, bench.server_url, bench.main_token, session_id, TRIVIAL
+                    bench.http, bench.server_url, bench.main_token, sessions[index // 10], TRIVIAL
                 )
             )
         wall = time.perf_counter() - started
