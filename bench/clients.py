@@ -88,17 +88,22 @@ async def _stream(
     http: aiohttp.ClientSession,
     url: str,
     *,
-    body: dict,
+    body: dict | bytes,
     headers: dict,
     timeout: float,
     read: Callable[[aiohttp.ClientResponse, StreamResult], Awaitable[None]],
 ) -> StreamResult:
-    """One streamed answer: POST, then `read(response, result)` follows the protocol's frames.
-    Every failure (a status, a timeout, a dropped connection) ends up in `result.error`."""
+    """One streamed answer: POST `body` (JSON, or bytes already serialized), then
+    `read(response, result)` follows the protocol's frames. Every failure (a status, a timeout, a
+    dropped connection) ends up in `result.error`."""
+    if isinstance(body, bytes):
+        sent = {"data": body, "headers": {**headers, "Content-Type": "application/json"}}
+    else:
+        sent = {"json": body, "headers": headers}
     result = StreamResult(started=time.perf_counter())
     try:
         async with asyncio.timeout(timeout):
-            async with http.post(url, json=body, headers=headers) as response:
+            async with http.post(url, **sent) as response:
                 result.status = response.status
                 if response.status != 200:
                     result.error = await _error_text(response)
@@ -190,9 +195,15 @@ async def litellm_turn(
 
 
 async def direct_turn(
-    http: aiohttp.ClientSession, fake_url: str, message: str, *, timeout: float = 60
+    http: aiohttp.ClientSession,
+    fake_url: str,
+    message: str,
+    *,
+    body: bytes | None = None,
+    timeout: float = 60,
 ) -> StreamResult:
-    """The same answer asked of the fake directly, as a raw streaming request: the baseline."""
+    """The same answer asked of the fake directly, as a raw streaming request: the baseline.
+    With `body`, that request exactly (what a server sent the fake, replayed)."""
 
     async def read(response: aiohttp.ClientResponse, result: StreamResult) -> None:
         async for data in _data_lines(response):
@@ -209,7 +220,7 @@ async def direct_turn(
     return await _stream(
         http,
         f"{fake_url}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
-        body={"contents": [{"role": "user", "parts": [{"text": message}]}]},
+        body=body or {"contents": [{"role": "user", "parts": [{"text": message}]}]},
         headers={"x-goog-api-key": UPSTREAM_KEY},
         timeout=timeout,
         read=read,

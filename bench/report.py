@@ -275,6 +275,36 @@ def section_tables(results: dict) -> list[str]:
             f"{t['sessions']} session(s) of {t['turns']} turns each; LiteLLM gets the whole "
             "conversation in every request, as an OpenAI client sends it."
         )
+        rows = []
+        for who, label in (("server", "gemini-server"), ("litellm", "LiteLLM")):
+            beyond = get(t.get(who), "beyondOwnRequest")
+            rows.append(
+                [
+                    label,
+                    f"{num(get(beyond, 'upstreamFirst'), digits=2)} → "
+                    f"{num(get(beyond, 'upstreamLast'), digits=2)}",
+                    num(get(beyond, "firstAdded"), digits=2),
+                    num(get(beyond, "lastAdded"), digits=2),
+                    num(get(beyond, "growth"), "%"),
+                ]
+            )
+        out.append(
+            table(
+                [
+                    "against its own request, sent directly",
+                    "that request's first token, early → late",
+                    f"added, turns {first[0]}-{first[1]}",
+                    f"added, turns {last[0]}-{last[1]}",
+                    "growth",
+                ],
+                rows,
+            )
+        )
+        out.append(
+            "Each side's request to the fake (system prompt, tools, history) replayed straight "
+            "to it after the turn: the upstream's own time for that request, which grows with "
+            "the history on both sides. The added time against it is the proxy's own."
+        )
 
     if heading("CPU per trivial turn", "cpu"):
         c = s["cpu"]

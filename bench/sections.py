@@ -197,6 +197,15 @@ class Bench:
         self.server, self.server_url = await asyncio.to_thread(self.stack.start_server)
         self.api = Api(self.http, self.server_url)
 
+    async def fake_last_body(self) -> bytes | None:
+        """The body of the last request the fake served, serialized again (for a replay)."""
+        async with self.http.get(f"{self.stack.fake_url}/_fake/requests?last=1") as response:
+            rows = await response.json()
+        body = rows[-1].get("body") if rows else None
+        return (
+            json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() if body else None
+        )
+
     async def fake_reset(self) -> None:
         # The fake keeps every request body it served; a long run would otherwise fill memory.
         with contextlib.suppress(aiohttp.ClientError):
@@ -306,9 +315,26 @@ async def section_ttft(bench: Bench) -> dict:
 
 
 async def section_turns(bench: Bench) -> dict:
-    """The same, by turn index within one long session."""
+    """The same, by turn index within one long session.
+
+    Beside the plain baseline, each side's own request to the fake is replayed directly after its
+    turn: the upstream's time for that same request (a longer history is more work for the fake
+    too), which tells the server's own growth from the upstream's."""
     p = bench.params
-    per_index = {"direct": {}, "server": {}, "litellm": {}}
+    per_index = {
+        "direct": {},
+        "server": {},
+        "litellm": {},
+        "server-request": {},
+        "litellm-request": {},
+    }
+
+    async def replay(who: str, turn: int) -> None:
+        body = await bench.fake_last_body()
+        if body is not None:
+            result = await direct_turn(bench.http, bench.stack.fake_url, "", body=body)
+            per_index[f"{who}-request"].setdefault(turn, []).append(result)
+
     for _ in range(p.index_sessions):
         session_id = await bench.api.session_create(bench.main_token)
         conversation = LiteConversation()
@@ -319,10 +345,13 @@ async def section_turns(bench: Bench) -> dict:
                 bench.http, bench.server_url, bench.main_token, session_id, TRIVIAL
             )
             per_index["server"].setdefault(turn, []).append(s)
+            await replay("server", turn)
             if bench.has_litellm:
                 per_index["litellm"].setdefault(turn, []).append(
                     await conversation.turn(bench, TRIVIAL)
                 )
+                await replay("litellm", turn)
+        await bench.fake_reset()
     first = range(1, p.index_band + 1)
     last = range(p.index_turns - p.index_band + 1, p.index_turns + 1)
 
@@ -339,6 +368,20 @@ async def section_turns(bench: Bench) -> dict:
         if None in (early, late, direct_early, direct_late):
             return {"firstAdded": None, "lastAdded": None, "growth": None}
         first_added, last_added = ms(early - direct_early), ms(late - direct_late)
+        same_early = percentile(band(f"{who}-request", first), 50)
+        same_late = percentile(band(f"{who}-request", last), 50)
+        beyond = None
+        if None not in (same_early, same_late):
+            first_beyond, last_beyond = ms(early - same_early), ms(late - same_late)
+            beyond = {
+                "upstreamFirst": ms(same_early),
+                "upstreamLast": ms(same_late),
+                "firstAdded": first_beyond,
+                "lastAdded": last_beyond,
+                "growth": round((last_beyond - first_beyond) / first_beyond * 100, 1)
+                if first_beyond
+                else None,
+            }
         return {
             "firstAdded": first_added,
             "lastAdded": last_added,
@@ -346,6 +389,8 @@ async def section_turns(bench: Bench) -> dict:
             "growth": round((last_added - first_added) / first_added * 100, 1)
             if first_added
             else None,
+            # The same, against the upstream's time for each side's own request.
+            "beyondOwnRequest": beyond,
             "errors": errors_of([r for rs in per_index[who].values() for r in rs]),
         }
 

@@ -719,6 +719,10 @@ class FakeLog:
         with self._changed:
             return copy.deepcopy(self._requests)
 
+    def requests_last(self, count: int) -> list[dict[str, Any]]:
+        with self._changed:
+            return copy.deepcopy(self._requests[-count:] if count else [])
+
     @property
     def streams(self) -> list[dict[str, Any]]:
         with self._changed:
@@ -940,7 +944,12 @@ async def stream_answer(
 
 
 async def fake_requests(request: web.Request) -> web.Response:
-    return json_response(request.app[LOG_KEY].requests)
+    """Every request served, oldest first; `?last=N` the last N only."""
+    log = request.app[LOG_KEY]
+    last = request.query.get("last", "")
+    if last.isdigit():
+        return json_response(log.requests_last(int(last)))
+    return json_response(log.requests)
 
 
 async def fake_streams(request: web.Request) -> web.Response:

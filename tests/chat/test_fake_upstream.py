@@ -476,6 +476,10 @@ def test_request_log_records_what_the_sdk_sent_and_can_be_reset(fake):
     assert row["hasApiKey"] is True
     assert row["body"]["contents"] == [{"role": "user", "parts": [{"text": "Hello log"}]}]
     assert http_json(fake.base_url, "GET", "/_fake/requests")[1] == fake.requests
+    stream(fake, "Hello again")
+    [last] = http_json(fake.base_url, "GET", "/_fake/requests?last=1")[1]
+    assert last["body"]["contents"][0]["parts"] == [{"text": "Hello again"}]
+    assert len(http_json(fake.base_url, "GET", "/_fake/requests?last=5")[1]) == 2
     assert http_json(fake.base_url, "GET", "/_fake/streams")[1][0]["status"] == "completed"
 
     assert http_json(fake.base_url, "DELETE", "/_fake/requests")[0] == 200
