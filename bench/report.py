@@ -342,7 +342,34 @@ def section_tables(results: dict) -> list[str]:
             ],
             ["turns measured", f"{q.get('turns')} (errors {errors(q.get('errors'))})"],
         ]
+        trivial = q.get("trivial") or {}
+        rows += [
+            ["SQL statements per trivial turn", num(trivial.get("sqlPerTurn"), digits=2)],
+            [
+                "by kind",
+                ", ".join(
+                    f"{kind} {count:g}" for kind, count in trivial.get("sqlByKind", {}).items()
+                ),
+            ],
+            ["Redis commands per trivial turn", num(trivial.get("redisPerTurn"), digits=2)],
+            [
+                "by command",
+                ", ".join(
+                    f"{name} {count:g}"
+                    for name, count in trivial.get("redisByCommand", {}).items()
+                    if count
+                ),
+            ],
+            [
+                "trivial turns measured",
+                f"{trivial.get('turns')} (errors {errors(trivial.get('errors'))})",
+            ],
+        ]
         out.append(table(["", "gemini-server"], rows))
+        out.append(
+            "The turns above hold their second chunk 0.4 s (a window to count what runs before "
+            "it); trivial turns send both chunks at once."
+        )
         top = q.get("sqlTop") or []
         if top:
             out.append(

@@ -538,7 +538,37 @@ async def section_sqlredis(bench: Bench) -> dict:
         for (_, query), count in sql_delta.most_common(15)
     ]
     total_sql = sum(sql_delta.values())
+
+    # The same for trivial turns (both chunks at once), whose end is one transaction.
+    session_id = await bench.api.session_create(bench.main_token)
+    await asyncio.sleep(0.5)
+    redis_before, sql_before = await bench.redis_commands(), await bench.pg_statements()
+    started = time.perf_counter()
+    trivial_results = [
+        await server_turn(bench.http, bench.server_url, bench.main_token, session_id, TRIVIAL)
+        for _ in range(turns)
+    ]
+    await asyncio.sleep(1.0)
+    scale = (time.perf_counter() - started) / idle_seconds if idle_seconds else 0
+    trivial_sql = _statement_delta(sql_before, await bench.pg_statements())
+    trivial_redis = {
+        name: round(max(0.0, count - idle_redis.get(name, 0) * scale) / turns, 2)
+        for name, count in ((await bench.redis_commands()) - redis_before).items()
+    }
+    trivial_kinds = Counter()
+    for (_, query), count in trivial_sql.items():
+        trivial_kinds[_kind(query)] += count
     return {
+        "trivial": {
+            "turns": turns,
+            "errors": errors_of(trivial_results),
+            "sqlPerTurn": round(sum(trivial_sql.values()) / turns, 2),
+            "sqlByKind": {
+                kind: round(count / turns, 2) for kind, count in trivial_kinds.most_common()
+            },
+            "redisPerTurn": round(sum(trivial_redis.values()), 2),
+            "redisByCommand": dict(sorted(trivial_redis.items(), key=lambda item: -item[1])),
+        },
         "turns": turns,
         "errors": errors_of(results),
         "sqlPerTurn": round(total_sql / turns, 2),
