@@ -92,7 +92,9 @@ def statements_on_every_thread():
                 wrapper.execute_wrappers.remove(record)
 
 
-async def test_a_short_answer_is_written_once(session, token, fake_gemini):
+async def test_a_short_answer_is_written_once(session, token, fake_gemini, monkeypatch):
+    # The answer comes before the question is due on its own (a loaded machine may take 50 ms).
+    monkeypatch.setattr("chat.turns.loop.USER_STORE_DELAY", 30)
     with statements_on_every_thread() as statements:
         response = await chat(session, token, scripted({"text": ["quick ", "answer"]}))
 
