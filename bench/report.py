@@ -26,6 +26,11 @@ def errors(counts: dict | None) -> str:
     return f"{total} ({detail})"
 
 
+def _counts(counts: dict) -> str:
+    """`name count` pairs, in the order given, without the zeros."""
+    return ", ".join(f"{name} {count:g}" for name, count in counts.items() if count)
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
@@ -326,40 +331,18 @@ def section_tables(results: dict) -> list[str]:
         rows = [
             ["SQL statements per turn", num(q.get("sqlPerTurn"), digits=2)],
             ["SQL statements before the first token", num(q.get("sqlBeforeFirstToken"), digits=2)],
-            [
-                "by kind",
-                ", ".join(f"{kind} {count:g}" for kind, count in q.get("sqlByKind", {}).items()),
-            ],
+            ["by kind", _counts(q.get("sqlByKind", {}))],
             ["new PostgreSQL connections per turn", num(q.get("connectionsPerTurn"), digits=2)],
             ["Redis commands per turn", num(q.get("redisPerTurn"), digits=2)],
-            [
-                "by command",
-                ", ".join(
-                    f"{name} {count:g}"
-                    for name, count in q.get("redisByCommand", {}).items()
-                    if count
-                ),
-            ],
+            ["by command", _counts(q.get("redisByCommand", {}))],
             ["turns measured", f"{q.get('turns')} (errors {errors(q.get('errors'))})"],
         ]
         trivial = q.get("trivial") or {}
         rows += [
             ["SQL statements per trivial turn", num(trivial.get("sqlPerTurn"), digits=2)],
-            [
-                "by kind",
-                ", ".join(
-                    f"{kind} {count:g}" for kind, count in trivial.get("sqlByKind", {}).items()
-                ),
-            ],
+            ["by kind", _counts(trivial.get("sqlByKind", {}))],
             ["Redis commands per trivial turn", num(trivial.get("redisPerTurn"), digits=2)],
-            [
-                "by command",
-                ", ".join(
-                    f"{name} {count:g}"
-                    for name, count in trivial.get("redisByCommand", {}).items()
-                    if count
-                ),
-            ],
+            ["by command", _counts(trivial.get("redisByCommand", {}))],
             [
                 "trivial turns measured",
                 f"{trivial.get('turns')} (errors {errors(trivial.get('errors'))})",

@@ -22,36 +22,15 @@ from monitoring.selectors import event_to_dict
 logger = logging.getLogger(__name__)
 
 
-def event_record(
-    *,
-    type: str,
-    action: AuditAction | str,
-    user=None,
-    user_email: str = "",
-    session_id=None,
-    data: dict | None = None,
-    ip: str | None = None,
-    secrets: tuple[str, ...] = (),
-    required: bool = False,
-) -> Event | None:
-    """Writes one audit event and publishes it once committed.
+def event_record(*, required: bool = False, **fields) -> Event | None:
+    """Writes one audit event (`event_build`'s fields) and publishes it once committed.
 
     Called inside the caller's transaction, the row commits or rolls back with the change it
     records. `required` is for changes: a row that cannot be written raises, so the caller's
     transaction (and its change) rolls back too. Otherwise recording never fails the caller: a
-    failed write is logged and dropped. `secrets` names values that must not be stored even
-    where they appear inside free text; the server's own secrets never are.
+    failed write is logged and dropped.
     """
-    event = event_build(
-        type=type,
-        action=action,
-        user=user,
-        user_email=user_email,
-        session_id=session_id,
-        data=data,
-        ip=ip,
-        secrets=secrets,
-    )
+    event = event_build(**fields)
     if event is None:
         return None
     if required:
@@ -63,7 +42,7 @@ def event_record(
         with transaction.atomic():
             events_write([event])
     except Exception:
-        logger.exception("Could not record the %s.%s event", type, event.action.value)
+        logger.exception("Could not record the %s.%s event", event.type, event.action.value)
         return None
     return event
 
@@ -79,7 +58,9 @@ def event_build(
     ip: str | None = None,
     secrets: tuple[str, ...] = (),
 ) -> Event | None:
-    """The audit row `event_record` writes, not written yet (None while monitoring is off)."""
+    """An audit row, not written yet (None while monitoring is off). `secrets` names values that
+    must not be stored even where they appear inside free text; the server's own secrets never
+    are."""
     action = AuditAction(action)
     if ACTION_TYPES[action] != type:
         raise ValueError(f"The action {action.value!r} is recorded as {ACTION_TYPES[action]!r}")
