@@ -108,21 +108,14 @@ def turn_claim_own(*, session_id, user) -> tuple[Session, uuid.UUID] | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    # The row as the ORM reads it (each column through its field's converters), without the
-    # RawQuerySet machinery: half the cost of this claim in CPU.
-    values = [_converted(raw, field, connection) for raw, field in zip(row, concrete, strict=True)]
+    # The row as the ORM reads it (the compiler's own converters, then from_db), without the
+    # RawQuerySet machinery it costs about a third less CPU.
+    compiler = Session.objects.none().query.get_compiler(connection=connection)
+    converters = compiler.get_converters([field.cached_col for field in concrete])
+    [values] = compiler.apply_converters([row], converters)
     session = Session.from_db(connection.alias, [field.attname for field in concrete], values)
     session.user = user
     return session, turn_id
-
-
-def _converted(raw, field, connection):
-    column = field.cached_col  # what the ORM's own reads hand the converters
-    for converter in connection.ops.get_db_converters(column) + column.get_db_converters(
-        connection
-    ):
-        raw = converter(raw, column, connection)
-    return raw
 
 
 def turn_heartbeat(*, session_id, turn_id) -> None:
