@@ -320,6 +320,8 @@ class Turn:
         self._detached = False
         self._restarting = False
         self._draft: _Draft | None = None
+        # Joining the turn's channel-layer group (`_join`), once started.
+        self._subscription: asyncio.Task | None = None
 
     # Control, from transports.
 
@@ -426,11 +428,7 @@ class Turn:
         # The turn joins its group once it has run SUBSCRIBE_DELAY, off the path to the first
         # token; a turn that ends sooner never joins (a decision for it is read from the
         # database meanwhile, within DECISION_POLL_SECONDS).
-        subscription: list[asyncio.Task] = []
-        joining = asyncio.get_running_loop().call_later(
-            SUBSCRIBE_DELAY,
-            lambda: subscription.append(asyncio.create_task(self._subscribe(layer))),
-        )
+        joining = asyncio.get_running_loop().call_later(SUBSCRIBE_DELAY, self._join, layer)
         try:
             await self._open_conversation()
             finish_reason = await self._loop()
@@ -457,8 +455,8 @@ class Turn:
             joining.cancel()
             channel, listener = None, None
             with suppress(Exception):
-                if subscription:
-                    channel, listener = await asyncio.shield(subscription[0])
+                if self._subscription is not None:
+                    channel, listener = await asyncio.shield(self._subscription)
             if listener is not None:
                 await receiver_stop(layer, channel, listener)
             if channel is not None:
@@ -998,6 +996,9 @@ class Turn:
             future = self._confirmation_future(message.get("callId", ""))
             if not future.done():
                 future.set_result(message)
+
+    def _join(self, layer) -> None:
+        self._subscription = asyncio.create_task(self._subscribe(layer))
 
     async def _subscribe(self, layer) -> tuple[str | None, asyncio.Task | None]:
         """Joins the turn's group; the channel and its reader, or Nones without the layer.
