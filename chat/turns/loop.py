@@ -87,7 +87,8 @@ BINARY_RECEIVED_TEXT = "Binary content received. Proceeding with analysis."
 # How late a confirmation or cancel may arrive when its channel-layer message was lost (or was
 # sent before the turn joined its group).
 DECISION_POLL_SECONDS = 2
-# A turn joins its channel-layer group this long after it started: a trivial turn is over before.
+# A turn streamed over HTTP joins its channel-layer group this long after it started: a trivial
+# turn is over before.
 SUBSCRIBE_DELAY = 0.05
 CONFIRMATION_TIMEOUT_SECONDS = 600
 # A streaming answer is stored at most this often (and at least, while text keeps coming).
@@ -425,10 +426,13 @@ class Turn:
         metrics.turn_started()
         layer = get_channel_layer()
         watch = asyncio.create_task(self._watch())
-        # The turn joins its group once it has run SUBSCRIBE_DELAY, off the path to the first
-        # token; a turn that ends sooner never joins (a decision for it is read from the
-        # database meanwhile, within DECISION_POLL_SECONDS).
-        joining = asyncio.get_running_loop().call_later(SUBSCRIBE_DELAY, self._join, layer)
+        # A turn streamed to its HTTP client joins its group once it has run SUBSCRIBE_DELAY,
+        # off the path to the first token; one that ends sooner never joins. That is safe because
+        # all its group carries for it (confirmations, cancels) is also stored, and read from the
+        # database within DECISION_POLL_SECONDS. A socket's turn joins at once: its group also
+        # carries the cancel of the session's last socket leaving, which is not stored.
+        delay = 0 if self.cancel_when_unwatched else SUBSCRIBE_DELAY
+        joining = asyncio.get_running_loop().call_later(delay, self._join, layer)
         try:
             await self._open_conversation()
             finish_reason = await self._loop()
