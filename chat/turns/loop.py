@@ -232,7 +232,8 @@ def _usage(metadata) -> dict:
 
 def _conversation_inputs(session: Session):
     """The history this process has not seen yet (and the compression snapshot), the system
-    instruction and the environment context, in one trip to a thread."""
+    instruction and the environment context: read in the thread that claimed the session
+    (`turn_open`), so the turn starts without another trip to a thread."""
     steps, snapshot, fragments = history_load(
         session_id=session.id, epoch=session.history_epoch, count=session.message_count
     )
@@ -278,11 +279,15 @@ class Turn:
         user,
         turn_id,
         text: str,
+        inputs,
         ip=None,
         cancel_when_unwatched: bool = True,
         background: bool = False,
     ):
         self.session = session
+        # What its conversation is built from (`_conversation_inputs`), read in the thread that
+        # claimed the session; or what reading it raised, raised again when the turn starts.
+        self._inputs = inputs
         # A turn started over WebSocket stops when its last socket leaves; one streamed over
         # SSE belongs to that HTTP client, and only its disconnect (or a cancel) stops it.
         self.cancel_when_unwatched = cancel_when_unwatched
@@ -638,15 +643,20 @@ class Turn:
     async def _open_conversation(self) -> None:
         """History (what this process has not seen yet) plus the user's message, in memory.
 
-        The history is read before the message is stored, so it is not read back twice; the
-        prompt and the environment are read in the same trip to a thread. The message is stored
-        off the path to the first token (`_user_message_store_start`), with the answer when that
-        ends the turn sooner: nothing of the turn is stored, and the session is not released,
-        before it is.
+        The history, the prompt and the environment were read when the session was claimed
+        (`turn_open`), before the message is stored, so it is not read back twice. The message
+        is stored off the path to the first token (`_user_message_store_start`), with the answer
+        when that ends the turn sooner: nothing of the turn is stored, and the session is not
+        released, before it is.
         """
         session = self.session
-        inputs = await db_async(_conversation_inputs)(session)
-        steps, snapshot, fragments, system_instruction, environment = inputs
+        parts = [{"text": self.text}]
+        # Stored whatever follows, even a failure to build the conversation (`_fail`).
+        self._user_parts = parts
+        if isinstance(self._inputs, BaseException):
+            raise self._inputs
+        steps, snapshot, fragments, system_instruction, environment = self._inputs
+        self._inputs = None
         self.conversation = Conversation(
             steps,
             system_instruction=system_instruction,
@@ -657,9 +667,7 @@ class Turn:
             covered=snapshot.messages_covered if snapshot else 0,
             fragments=fragments,
         )
-        parts = [{"text": self.text}]
         self.conversation.append(MessageRole.USER, parts)
-        self._user_parts = parts
         asyncio.get_running_loop().call_later(USER_STORE_DELAY, self._user_message_store_start)
 
     async def _store_now(self, steps: list[StepWrite], *, last: bool, end: bool = False):
@@ -1064,14 +1072,20 @@ def turn_open(
     cancel_when_unwatched: bool = True,
     background: bool = False,
 ) -> Turn:
-    """Claims the user's session (`turn_begin`); the returned turn starts when read and stores
-    the message itself."""
+    """Claims the user's session (`turn_begin`) and reads what its conversation is built from,
+    in the caller's thread; the returned turn starts when read and stores the message itself."""
     session, turn_id, text = turn_begin(session_id=session_id, user=user, text=text)
+    try:
+        inputs = _conversation_inputs(session)
+    except Exception as exc:
+        # The turn reports it as it starts (an `error` event), and frees the session.
+        inputs = exc
     return Turn(
         session=session,
         user=user,
         turn_id=turn_id,
         text=text,
+        inputs=inputs,
         ip=ip,
         cancel_when_unwatched=cancel_when_unwatched,
         background=background,

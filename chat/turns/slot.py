@@ -13,7 +13,7 @@ import uuid
 
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from chat.models import TurnDecision
@@ -122,22 +122,40 @@ def turn_heartbeat(*, session_id, turn_id) -> None:
     Session.objects.filter(pk=session_id, turn_id=turn_id).update(turn_heartbeat_at=timezone.now())
 
 
+# A free slot: what a release sets.
+_FREE = {"turn_id": None, "turn_heartbeat_at": None, "turn_worker": ""}
+
+
 def turn_release(*, session_id, turn_id) -> None:
-    Session.objects.filter(pk=session_id, turn_id=turn_id).update(
-        turn_id=None, turn_heartbeat_at=None, turn_worker=""
-    )
+    Session.objects.filter(pk=session_id, turn_id=turn_id).update(**_FREE)
     # Its decisions served their purpose; the audit trail keeps who decided what.
     TurnDecision.objects.filter(turn_id=turn_id).delete()
 
 
+def _release_fields(turn_id) -> dict:
+    """The release as fields of an UPDATE that changes more of the session: the slot is freed
+    only if this turn still holds it (a takeover may have given it to another)."""
+    held = Q(turn_id=turn_id)
+    return {
+        name: Case(When(held, then=Value(free)), default=F(name)) for name, free in _FREE.items()
+    }
+
+
 def turn_end_store(*, session: Session, user, steps: list[StepWrite], turn_id, ip=None):
-    """The turn's last steps and the release of its slot, in one transaction: the session is
-    free for the next message once the answer is stored. None if the session was deleted."""
+    """The turn's last steps and the release of its slot, in one transaction and one update of
+    the session: it is free for the next message once the answer is stored. None if the session
+    was deleted."""
     try:
         with transaction.atomic():
-            stored = steps_store(session=session, user=user, steps=steps, ip=ip)
+            stored = steps_store(
+                session=session,
+                user=user,
+                steps=steps,
+                ip=ip,
+                session_fields=_release_fields(turn_id),
+            )
             if stored is not None:
-                turn_release(session_id=session.pk, turn_id=turn_id)
+                TurnDecision.objects.filter(turn_id=turn_id).delete()
     except IntegrityError:
         return None
     return stored
@@ -173,10 +191,7 @@ def turn_claims_free_dead() -> int:
             continue
         held = session.turn_id
         turn_interrupted_close(session_id=session.pk)
-        Session.objects.filter(pk=session.pk, turn_id=held).update(
-            turn_id=None, turn_heartbeat_at=None, turn_worker=""
-        )
-        TurnDecision.objects.filter(turn_id=held).delete()
+        turn_release(session_id=session.pk, turn_id=held)
         freed += 1
     if freed:
         logger.warning("Freed %d session(s) left claimed by a server that stopped", freed)

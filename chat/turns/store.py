@@ -43,9 +43,12 @@ def message_store(*, session: Session, user, ip=None, **step) -> Message | None:
     return stored[0] if stored else None
 
 
-def steps_store(*, session: Session, user, steps: list[StepWrite], ip=None) -> list[Message] | None:
+def steps_store(
+    *, session: Session, user, steps: list[StepWrite], ip=None, session_fields: dict | None = None
+) -> list[Message] | None:
     """Steps of a turn, in order, each over its draft if it had one, with their audit rows and
     one update of the session: one transaction (the caller's, when it has one open).
+    `session_fields` are set by that update too (the release of the turn's slot, at its end).
 
     Returns None if the session was deleted meanwhile (nothing to attach the steps to).
     """
@@ -88,6 +91,7 @@ def steps_store(*, session: Session, user, steps: list[StepWrite], ip=None) -> l
                 prompt_tokens=F("prompt_tokens") + totals["promptTokens"],
                 completion_tokens=F("completion_tokens") + totals["completionTokens"],
                 total_tokens=F("total_tokens") + totals["totalTokens"],
+                **(session_fields or {}),
             )
             # The steps and their audit rows commit together (tool calls have their own record).
             for step, message in zip(steps, messages, strict=True):

@@ -121,6 +121,26 @@ async def test_request_carries_system_prompt_environment_and_generation_defaults
     assert history[0]["parts"] == [{"text": prompt}]
 
 
+async def test_a_workspace_that_cannot_be_read_ends_the_turn_with_an_error(
+    session, token, fake_gemini, monkeypatch
+):
+    def unreadable(workspace):
+        raise PermissionError("the workspace cannot be listed")
+
+    # Read as the session is claimed, in the request's thread: the turn still reports it.
+    monkeypatch.setattr("chat.turns.loop.environment_context", unreadable)
+
+    response = await chat(session, token, scripted({"text": "never asked"}))
+
+    assert response.status == 200
+    assert [frame["type"] for frame in response.frames] == ["error", "done"]
+    assert of_type(response, "error")[0]["code"] == "internal"
+    assert fake_gemini.requests == []
+    history = await history_of(session)
+    assert [item["role"] for item in history] == ["user"]
+    assert (await sync_to_async(Session.objects.get)(pk=session.id)).turn_id is None
+
+
 async def test_session_temperature_overrides_the_default(make_session, token, fake_gemini):
     session = await sync_to_async(make_session)(temperature=0.2)
 

@@ -11,9 +11,9 @@ from django.db import connections
 from django.db.backends.signals import connection_created
 from django.utils import timezone
 
-from chat.models import Message, MessageRole
-from chat.turns.slot import turn_claims_free_dead
-from chat.turns.store import message_store
+from chat.models import Message, MessageRole, TurnDecision
+from chat.turns.slot import turn_claim_own, turn_claims_free_dead, turn_end_store
+from chat.turns.store import StepWrite, message_store
 from gemini_server.workers import worker_id
 from sessions_app.models import Session
 from tests.asgi_http import asgi_request
@@ -195,6 +195,45 @@ async def test_cancel_frees_a_dead_turn_and_closes_it(session, token):
     await sync_to_async(draft.refresh_from_db)()
     assert draft.finish_reason == "INTERRUPTED"
     assert (await sync_to_async(Session.objects.get)(pk=session.id)).turn_id is None
+
+
+def test_a_turn_ending_after_a_takeover_stores_its_answer_and_leaves_the_new_claim(session, user):
+    _, mine = turn_claim_own(session_id=session.id, user=user)
+    # It stopped beating for long enough that the next message took the session over.
+    other = uuid.uuid4()
+    Session.objects.filter(pk=session.id).update(turn_id=other, turn_heartbeat_at=timezone.now())
+    TurnDecision.objects.create(turn_id=mine, session_id=session.id, kind="cancel")
+    TurnDecision.objects.create(turn_id=other, session_id=session.id, kind="cancel")
+
+    stored = turn_end_store(
+        session=session,
+        user=user,
+        turn_id=mine,
+        steps=[
+            StepWrite(role=MessageRole.USER, parts=[{"text": "late question"}]),
+            StepWrite(
+                role=MessageRole.MODEL, parts=[{"text": "late answer"}], finish_reason="STOP"
+            ),
+        ],
+    )
+
+    assert [message.text for message in stored] == ["late question", "late answer"]
+    after = Session.objects.get(pk=session.id)
+    assert after.turn_id == other and after.turn_heartbeat_at is not None
+    assert after.message_count == session.message_count + 2
+    assert list(TurnDecision.objects.values_list("turn_id", flat=True)) == [other]
+
+    stored = turn_end_store(
+        session=after,
+        user=user,
+        turn_id=other,
+        steps=[StepWrite(role=MessageRole.MODEL, parts=[{"text": "its answer"}])],
+    )
+
+    freed = Session.objects.get(pk=session.id)
+    assert freed.turn_id is None and freed.turn_heartbeat_at is None and freed.turn_worker == ""
+    assert freed.message_count == session.message_count + 3
+    assert not TurnDecision.objects.exists()
 
 
 def test_a_starting_server_frees_the_claims_of_stopped_ones(make_session, settings):

@@ -94,9 +94,11 @@ async def test_a_trivial_turn_needs_few_statements(
     # Before the first token only the claim, which reads the session back.
     assert len(head) == 1 and head[0].startswith("UPDATE") and "RETURNING" in head[0], head
     # Then one transaction: the question and the answer in one INSERT, one update of the
-    # session, their audit rows in one INSERT, and the release.
-    assert len(whole) <= 6, whole
+    # session that also frees it, their audit rows in one INSERT, and the turn's decisions gone.
+    assert len(whole) <= 5, whole
     assert sum(s.startswith("INSERT") for s in whole) == 2, whole
+    updates = [s for s in whole if s.startswith("UPDATE")]
+    assert len(updates) == 2 and all("sessions_app_session" in s for s in updates), whole
     assert not any("sessions_app_session" in s and s.startswith("SELECT") for s in whole), whole
     assert not any("chat_message" in s and s.startswith("SELECT") for s in whole), whole
 
