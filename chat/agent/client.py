@@ -3,8 +3,11 @@
 google-genai rebuilds and re-validates the whole request (system prompt, tool declarations, the
 entire history) through pydantic on every call, which made a turn's cost grow with its history.
 The turn builds its body itself and keeps it between model calls; this thin client of Gemini's
-REST API only posts it and reads the stream. What it parses it hands over as google-genai's own
-types (`GenerateContentResponse`, `APIError`), so the rest of the agent speaks the SDK's language.
+REST API only posts it and reads the stream. Its errors are google-genai's own (`APIError`);
+its chunks are the wire's JSON (a GenerateContentResponse's), read through `chunk_parts`,
+`chunk_finish` and `chunk_usage`: the parts are what the turn keeps and sends back, so they stay in
+the wire's form, and a stream of thousands of chunks a second is not validated field by field
+(the SDK's validation is most of a chunk's cost, and refuses any field newer than the SDK).
 """
 
 import asyncio
@@ -58,6 +61,37 @@ def _http() -> aiohttp.ClientSession:
     return session
 
 
+def chunk_parts(chunk: dict) -> list[dict]:
+    """The first candidate's parts, as the wire has them (camelCase, thoughtSignature in base64),
+    fields without a value left out."""
+    candidates = chunk.get("candidates") or []
+    content = (candidates[0].get("content") or {}) if candidates else {}
+    return [
+        {key: value for key, value in part.items() if value is not None}
+        for part in content.get("parts") or []
+    ]
+
+
+def chunk_finish(chunk: dict) -> str | None:
+    """The first candidate's finish reason (STOP, MAX_TOKENS, ...), once it finished."""
+    candidates = chunk.get("candidates") or []
+    return (candidates[0].get("finishReason") or None) if candidates else None
+
+
+def chunk_usage(chunk: dict) -> dict | None:
+    """The chunk's usageMetadata as the turn counts it: prompt, completion (thoughts included)
+    and total tokens."""
+    metadata = chunk.get("usageMetadata")
+    if not metadata:
+        return None
+    prompt = metadata.get("promptTokenCount") or 0
+    completion = (metadata.get("candidatesTokenCount") or 0) + (
+        metadata.get("thoughtsTokenCount") or 0
+    )
+    total = metadata.get("totalTokenCount") or (prompt + completion)
+    return {"promptTokens": prompt, "completionTokens": completion, "totalTokens": total}
+
+
 def stream_url(model: str) -> str:
     base = (settings.GEMINI_BASE_URL or DEFAULT_BASE_URL).rstrip("/")
     return f"{base}/{settings.GEMINI_API_VERSION}/models/{model}:streamGenerateContent?alt=sse"
@@ -79,7 +113,7 @@ async def _error_of(response: aiohttp.ClientResponse) -> genai_errors.APIError:
     return _api_error(response.status, payload)
 
 
-async def generate_stream(model: str, body: bytes) -> AsyncIterator[types.GenerateContentResponse]:
+async def generate_stream(model: str, body: bytes) -> AsyncIterator[dict]:
     """The model's streamed answer to `body` (see `_generate_stream`), timed and counted in metrics."""
     call = metrics.UpstreamCall()
     stream = _generate_stream(model, body)
@@ -114,8 +148,8 @@ def _error_kind(exc: BaseException) -> str:
     return "unreadable"
 
 
-async def _generate_stream(model: str, body: bytes) -> AsyncIterator[types.GenerateContentResponse]:
-    """POSTs `body` (a GenerateContentRequest as JSON) and yields each streamed chunk.
+async def _generate_stream(model: str, body: bytes) -> AsyncIterator[dict]:
+    """POSTs `body` (a GenerateContentRequest as JSON) and yields each streamed chunk (its JSON).
 
     Transient failures (5xx, a refused connection) are retried before the first chunk, with
     backoff; after it, a failure is the caller's to report. Closing the iterator before the end
@@ -154,11 +188,15 @@ async def _generate_stream(model: str, body: bytes) -> AsyncIterator[types.Gener
             raw = line[5:].strip()
             if not raw:
                 continue
-            if b"".join(raw[:64].split()).startswith(b'{"error"'):
-                payload = json.loads(raw)
-                raise _api_error(payload["error"].get("code") or 500, payload)
-            # JSON mode: the SDK's bytes fields (thoughtSignature) are read as base64 there.
-            yield types.GenerateContentResponse.model_validate_json(raw)
+            chunk = json.loads(raw)
+            if not isinstance(chunk, dict):
+                raise ValueError("A streamed chunk is not a JSON object")
+            if "error" in chunk:
+                error = chunk["error"]
+                raise _api_error(
+                    (error.get("code") if isinstance(error, dict) else 0) or 500, chunk
+                )
+            yield chunk
         read_to_end = True
     finally:
         # A stream read to its end leaves its connection to the next call; one cut short is

@@ -13,7 +13,7 @@ import logging
 
 from django.conf import settings
 
-from chat.agent.client import generate_stream
+from chat.agent.client import chunk_parts, generate_stream
 from chat.models import HistorySnapshot
 
 logger = logging.getLogger(__name__)
@@ -138,11 +138,9 @@ async def snapshot_write(model: str, contents: list[dict]) -> str:
     stream = generate_stream(model, summary_request(contents))
     try:
         async for chunk in stream:
-            candidate = chunk.candidates[0] if chunk.candidates else None
-            content = candidate.content if candidate is not None else None
-            for part in content.parts if content and content.parts else []:
-                if part.text and not part.thought:
-                    texts.append(part.text)
+            for part in chunk_parts(chunk):
+                if part.get("text") and not part.get("thought"):
+                    texts.append(part["text"])
     finally:
         await stream.aclose()
     return "".join(texts).strip()

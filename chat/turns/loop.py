@@ -22,7 +22,14 @@ from django.conf import settings
 from google.genai import errors as genai_errors
 
 from chat.agent import events as ev
-from chat.agent.client import GeminiNotConfigured, generate_stream, thinking_supported
+from chat.agent.client import (
+    GeminiNotConfigured,
+    chunk_finish,
+    chunk_parts,
+    chunk_usage,
+    generate_stream,
+    thinking_supported,
+)
 from chat.agent.events import AgentEvent
 from chat.agent.history import INTERRUPTED, SYNTHETIC_THOUGHT_SIGNATURE, parts_merge
 from chat.agent.prompt import (
@@ -221,13 +228,6 @@ def _thought(text: str) -> dict:
         if end > 2:
             return {"subject": text[2:end].strip(), "description": text[end + 2 :].strip()}
     return {"subject": "", "description": text}
-
-
-def _usage(metadata) -> dict:
-    prompt = metadata.prompt_token_count or 0
-    completion = (metadata.candidates_token_count or 0) + (metadata.thoughts_token_count or 0)
-    total = metadata.total_token_count or (prompt + completion)
-    return {"promptTokens": prompt, "completionTokens": completion, "totalTokens": total}
 
 
 def _conversation_inputs(session: Session):
@@ -768,13 +768,11 @@ class Turn:
         contents = self.conversation.contents
         return bool(contents) and any("functionResponse" in part for part in contents[-1]["parts"])
 
-    def _content_loop(self, chunk, state: dict) -> bool:
+    def _content_loop(self, parts: list[dict], state: dict) -> bool:
         """Feeds streamed answer text to the loop detector; True when it found a loop."""
-        candidate = chunk.candidates[0] if chunk.candidates else None
-        content = candidate.content if candidate is not None else None
-        for part in content.parts if content and content.parts else []:
-            if part.text and not part.thought:
-                hit = self._detector.content(part.text)
+        for part in parts:
+            if part.get("text") and not part.get("thought"):
+                hit = self._detector.content(part["text"])
                 if hit is not None:
                     state["loop"] = hit
                     state["finish"] = "LOOP_DETECTED"
@@ -789,42 +787,40 @@ class Turn:
             try:
                 async for chunk in stream:
                     deadline.reschedule(loop.time() + idle)
-                    self._chunk(chunk, collected, state)
-                    if self._content_loop(chunk, state):
+                    parts = self._chunk(chunk, collected, state)
+                    if self._content_loop(parts, state):
                         break
             finally:
                 # Closing the stream closes the upstream connection: Google stops generating.
                 with suppress(Exception):
                     await stream.aclose()
 
-    def _chunk(self, chunk, collected: list[dict], state: dict) -> None:
-        if chunk.usage_metadata is not None:
-            state["usage"] = _usage(chunk.usage_metadata)
-        candidate = chunk.candidates[0] if chunk.candidates else None
-        if candidate is None:
-            return
-        if candidate.finish_reason is not None:
+    def _chunk(self, chunk: dict, collected: list[dict], state: dict) -> list[dict]:
+        """Reads one streamed chunk into the answer and the turn's events; returns its parts."""
+        usage = chunk_usage(chunk)
+        if usage is not None:
+            state["usage"] = usage
+        finish = chunk_finish(chunk)
+        if finish is not None:
             state["finished"] = True
-            state["finish"] = getattr(
-                candidate.finish_reason, "value", str(candidate.finish_reason)
-            )
-        content = candidate.content
-        for part in content.parts if content and content.parts else []:
-            data = part.model_dump(mode="json", exclude_none=True, by_alias=True)
-            if part.function_call is not None:
-                call = data["functionCall"]
+            state["finish"] = str(finish)
+        parts = chunk_parts(chunk)
+        for data in parts:
+            text, call = data.get("text"), data.get("functionCall")
+            if call is not None:
                 call.setdefault("id", ev.call_id_new(call.get("name", "tool")))
                 call.setdefault("args", {})
                 self._emit(
                     ev.TOOL_CALL,
                     {"callId": call["id"], "name": call.get("name"), "args": call["args"]},
                 )
-            elif part.text and part.thought:
-                self._emit(ev.THOUGHT, _thought(part.text))
-            elif part.text:
-                self._emit(ev.CONTENT, {"text": part.text})
+            elif text and data.get("thought"):
+                self._emit(ev.THOUGHT, _thought(text))
+            elif text:
+                self._emit(ev.CONTENT, {"text": text})
             collected.append(data)
             self._draft.changed()
+        return parts
 
     def _steps_write(self, steps: list[StepWrite], *, end: bool) -> list | None:
         """Stores steps (with `end`, also frees the session) and remembers them for the next turn."""
