@@ -76,6 +76,9 @@ class Session(models.Model):
             return False
         return worker_alive(self.turn_worker) is not False
 
+    # What a released slot holds (chat.turns.slot frees it; so does a turn's last write).
+    SLOT_FREE = {"turn_id": None, "turn_heartbeat_at": None, "turn_worker": ""}
+
     @staticmethod
     def turn_free(now) -> Q:
         """Sessions whose turn slot is free, or held by a claim that stopped beating."""

@@ -13,11 +13,12 @@ import uuid
 
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Q
 from django.utils import timezone
 
 from chat.models import TurnDecision
 from chat.turns.store import StepWrite, steps_store, turn_interrupted_close
+from gemini_server.columns import Columns
 from gemini_server.errors import Conflict
 from gemini_server.workers import worker_alive, worker_id, worker_start
 from sessions_app.models import Session
@@ -77,31 +78,24 @@ def turn_claim_own(*, session_id, user) -> tuple[Session, uuid.UUID] | None:
         return None
     worker_start()  # a claim names this worker, so it must be known alive
     turn_id, now = uuid.uuid4(), timezone.now()
-    connection = connections[Session.objects.db]
+    columns = Columns(Session)
+    connection = columns.connection
     concrete = Session._meta.concrete_fields
-    fields = {field.name: field for field in concrete}
-
-    def column(name: str) -> str:
-        return connection.ops.quote_name(fields[name].column)
-
-    def value(name: str, raw):
-        return fields[name].get_db_prep_value(raw, connection)
-
-    returning = ", ".join(connection.ops.quote_name(field.column) for field in concrete)
+    returning = ", ".join(columns[field.name] for field in concrete)
     sql = (
-        f"UPDATE {connection.ops.quote_name(Session._meta.db_table)} "
-        f"SET {column('turn_id')} = %s, {column('turn_heartbeat_at')} = %s, "
-        f"{column('turn_worker')} = %s "
-        f"WHERE {column('id')} = %s AND {column('user')} = %s AND {column('turn_id')} IS NULL "
-        f"AND {column('expires_at')} > %s RETURNING {returning}"
+        f"UPDATE {columns.table} "
+        f"SET {columns['turn_id']} = %s, {columns['turn_heartbeat_at']} = %s, "
+        f"{columns['turn_worker']} = %s "
+        f"WHERE {columns['id']} = %s AND {columns['user']} = %s "
+        f"AND {columns['turn_id']} IS NULL AND {columns['expires_at']} > %s RETURNING {returning}"
     )
     params = [
-        value("turn_id", turn_id),
-        value("turn_heartbeat_at", now),
-        value("turn_worker", worker_id()),
-        value("id", session_id),
-        value("user", user.pk),
-        value("expires_at", now),
+        columns.value("turn_id", turn_id),
+        columns.value("turn_heartbeat_at", now),
+        columns.value("turn_worker", worker_id()),
+        columns.value("id", session_id),
+        columns.value("user", user.pk),
+        columns.value("expires_at", now),
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -122,23 +116,10 @@ def turn_heartbeat(*, session_id, turn_id) -> None:
     Session.objects.filter(pk=session_id, turn_id=turn_id).update(turn_heartbeat_at=timezone.now())
 
 
-# A free slot: what a release sets.
-_FREE = {"turn_id": None, "turn_heartbeat_at": None, "turn_worker": ""}
-
-
 def turn_release(*, session_id, turn_id) -> None:
-    Session.objects.filter(pk=session_id, turn_id=turn_id).update(**_FREE)
+    Session.objects.filter(pk=session_id, turn_id=turn_id).update(**Session.SLOT_FREE)
     # Its decisions served their purpose; the audit trail keeps who decided what.
     TurnDecision.objects.filter(turn_id=turn_id).delete()
-
-
-def _release_fields(turn_id) -> dict:
-    """The release as fields of an UPDATE that changes more of the session: the slot is freed
-    only if this turn still holds it (a takeover may have given it to another)."""
-    held = Q(turn_id=turn_id)
-    return {
-        name: Case(When(held, then=Value(free)), default=F(name)) for name, free in _FREE.items()
-    }
 
 
 def turn_end_store(*, session: Session, user, steps: list[StepWrite], turn_id, ip=None):
@@ -152,7 +133,7 @@ def turn_end_store(*, session: Session, user, steps: list[StepWrite], turn_id, i
                 user=user,
                 steps=steps,
                 ip=ip,
-                session_fields=_release_fields(turn_id),
+                release=turn_id,
             )
             if stored is not None:
                 TurnDecision.objects.filter(turn_id=turn_id).delete()

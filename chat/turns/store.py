@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from chat.agent.history import INTERRUPTED, parts_text
 from chat.models import FINISH_INTERRUPTED, FINISH_STREAMING, Message, MessageRole
+from gemini_server.columns import Columns
 from gemini_server.request_id import request_id_current
 from gemini_server.storable import storable
 from monitoring.models import AuditAction
@@ -44,11 +45,11 @@ def message_store(*, session: Session, user, ip=None, **step) -> Message | None:
 
 
 def steps_store(
-    *, session: Session, user, steps: list[StepWrite], ip=None, session_fields: dict | None = None
+    *, session: Session, user, steps: list[StepWrite], ip=None, release=None
 ) -> list[Message] | None:
     """Steps of a turn, in order, each over its draft if it had one, with their audit rows and
-    one update of the session: one transaction (the caller's, when it has one open).
-    `session_fields` are set by that update too (the release of the turn's slot, at its end).
+    one update of the session: one transaction (the caller's, when it has one open). With
+    `release` (a turn's id), that update also frees the session's slot if that turn holds it.
 
     Returns None if the session was deleted meanwhile (nothing to attach the steps to).
     """
@@ -83,16 +84,7 @@ def steps_store(
                 for key in totals:
                     totals[key] += usage.get(key) or 0
             Message.objects.bulk_create(new)
-            # One UPDATE of the session: activity keeps it alive, usage adds up.
-            Session.objects.filter(pk=session.id).update(
-                last_activity_at=now,
-                expires_at=now + session_ttl(),
-                message_count=F("message_count") + len(steps),
-                prompt_tokens=F("prompt_tokens") + totals["promptTokens"],
-                completion_tokens=F("completion_tokens") + totals["completionTokens"],
-                total_tokens=F("total_tokens") + totals["totalTokens"],
-                **(session_fields or {}),
-            )
+            _session_update(session.id, now=now, steps=len(steps), totals=totals, release=release)
             # The steps and their audit rows commit together (tool calls have their own record).
             for step, message in zip(steps, messages, strict=True):
                 if step.role != MessageRole.TOOL:
@@ -117,6 +109,40 @@ def steps_store(
     except IntegrityError:
         return None
     return messages
+
+
+def _session_update(session_id, *, now, steps: int, totals: dict, release) -> None:
+    """One UPDATE of the session for stored steps: activity keeps it alive, usage adds up, and
+    with `release` the slot is freed if that turn still holds it (a takeover may have given it to
+    another). Written from the model's columns rather than through F() and Case expressions,
+    whose building cost more CPU than the statement's own round trip (counted with callgrind).
+    """
+    columns = Columns(Session)
+    assignments = [f"{columns['last_activity_at']} = %s", f"{columns['expires_at']} = %s"]
+    params = [
+        columns.value("last_activity_at", now),
+        columns.value("expires_at", now + session_ttl()),
+    ]
+    for name, added in (
+        ("message_count", steps),
+        ("prompt_tokens", totals["promptTokens"]),
+        ("completion_tokens", totals["completionTokens"]),
+        ("total_tokens", totals["totalTokens"]),
+    ):
+        assignments.append(f"{columns[name]} = {columns[name]} + %s")
+        params.append(added)
+    if release is not None:
+        held = columns.value("turn_id", release)
+        # Every SET expression reads the row as it was, so each asks who held the slot before.
+        for name, free in Session.SLOT_FREE.items():
+            assignments.append(
+                f"{columns[name]} = CASE WHEN {columns['turn_id']} = %s THEN %s "
+                f"ELSE {columns[name]} END"
+            )
+            params.extend([held, columns.value(name, free)])
+    sql = f"UPDATE {columns.table} SET {', '.join(assignments)} WHERE {columns['id']} = %s"
+    with columns.connection.cursor() as cursor:
+        cursor.execute(sql, [*params, columns.value("id", session_id)])
 
 
 def _audit_data(message: Message, *, session: Session, usage: dict, finish: str) -> dict:
