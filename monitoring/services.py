@@ -11,6 +11,7 @@ from django.core.cache import cache
 from django.core.cache.backends.locmem import LocMemCache
 from django.db import transaction
 
+from gemini_server.columns import rows_insert
 from gemini_server.db import db_async, serving_loop
 from gemini_server.groups import MONITORING
 from gemini_server.scrub import secrets_scrub_all
@@ -82,7 +83,7 @@ def events_write(events: list[Event]) -> None:
     published in order once committed."""
     if not events:
         return
-    Event.objects.bulk_create(events)
+    rows_insert(events)
     transaction.on_commit(lambda: events_publish(events))
 
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from chat.agent.history import INTERRUPTED, parts_text
 from chat.models import FINISH_INTERRUPTED, FINISH_STREAMING, Message, MessageRole
-from gemini_server.columns import Columns
+from gemini_server.columns import Columns, rows_insert
 from gemini_server.request_id import request_id_current
 from gemini_server.storable import storable
 from monitoring.models import AuditAction
@@ -83,7 +83,7 @@ def steps_store(
                 messages.append(message)
                 for key in totals:
                     totals[key] += usage.get(key) or 0
-            Message.objects.bulk_create(new)
+            rows_insert(new)
             _session_update(session.id, now=now, steps=len(steps), totals=totals, release=release)
             # The steps and their audit rows commit together (tool calls have their own record).
             for step, message in zip(steps, messages, strict=True):

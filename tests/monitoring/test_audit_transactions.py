@@ -41,7 +41,7 @@ def audit_down(monkeypatch):
         raise AuditDown("the audit table refuses the row")
 
     def start():
-        monkeypatch.setattr(Event.objects, "bulk_create", refuse)
+        monkeypatch.setattr("monitoring.services.rows_insert", refuse)
 
     return start
 

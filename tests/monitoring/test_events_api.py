@@ -455,7 +455,7 @@ def test_a_failing_insert_does_not_fail_the_login(monkeypatch, api_client, user,
     def broken_insert(*args, **kwargs):
         raise RuntimeError("database is on fire")
 
-    monkeypatch.setattr(Event.objects, "bulk_create", broken_insert)
+    monkeypatch.setattr("monitoring.services.rows_insert", broken_insert)
 
     with caplog.at_level(logging.ERROR, logger="monitoring.services"):
         response = api_client.post(
@@ -471,7 +471,7 @@ def test_a_change_whose_audit_row_cannot_be_written_does_not_happen(monkeypatch,
     def broken_insert(*args, **kwargs):
         raise RuntimeError("database is on fire")
 
-    monkeypatch.setattr(Event.objects, "bulk_create", broken_insert)
+    monkeypatch.setattr("monitoring.services.rows_insert", broken_insert)
 
     created = client_for(user).post("/api/v1/sessions", {}, format="json")
 
