@@ -7,6 +7,7 @@ import pytest
 from aiohttp import web
 
 from chat.agent.client import chunk_finish, chunk_parts, chunk_usage, generate_stream
+from tests.loopback import app_serving
 
 NEWER = {
     "candidates": [
@@ -48,17 +49,12 @@ async def upstream(settings):
 
     app = web.Application()
     app.router.add_post("/v1beta/models/{model}", stream)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    settings.GEMINI_API_KEY = "test-key"
-    settings.GEMINI_BASE_URL = f"http://127.0.0.1:{port}"
-    settings.GEMINI_API_VERSION = "v1beta"
-    settings.GEMINI_RETRY_ATTEMPTS = 1
-    yield served
-    await runner.cleanup()
+    async with app_serving(app) as base:
+        settings.GEMINI_API_KEY = "test-key"
+        settings.GEMINI_BASE_URL = base
+        settings.GEMINI_API_VERSION = "v1beta"
+        settings.GEMINI_RETRY_ATTEMPTS = 1
+        yield served
 
 
 async def _chunks(model="gemini-2.5-pro") -> list[dict]:

@@ -13,6 +13,7 @@ from chat.agent.tools.web_fetch import (
     html_to_text,
 )
 from chat.turns.approval import needs_confirmation
+from tests.loopback import app_serving
 
 SEARCH_TEXT = (
     'Fake search results for "{q}": the first source explains it.[1] The second source adds '
@@ -267,11 +268,6 @@ async def test_fetch_limits_size_and_checks_every_redirect(monkeypatch):
     app.router.add_get("/page", page)
     app.router.add_get("/big", big)
     app.router.add_get("/redirect", redirect)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     real_check = web_fetch_module.checked_addresses
 
     async def loopback_allowed(host: str, port_: int) -> list[str]:
@@ -280,12 +276,9 @@ async def test_fetch_limits_size_and_checks_every_redirect(monkeypatch):
         return await real_check(host, port_)
 
     monkeypatch.setattr(web_fetch_module, "checked_addresses", loopback_allowed)
-    try:
-        base = f"http://127.0.0.1:{port}"
+    async with app_serving(app) as base:
         assert await web_fetch_module.fetch_text(f"{base}/page") == "Hi\n\nthere"
         with pytest.raises(ValueError, match="Content exceeds size limit of 10485760 bytes"):
             await web_fetch_module.fetch_text(f"{base}/big")
         with pytest.raises(FetchRefused):
             await web_fetch_module.fetch_text(f"{base}/redirect")
-    finally:
-        await runner.cleanup()
