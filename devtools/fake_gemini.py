@@ -944,12 +944,15 @@ async def stream_answer(
 
 
 async def fake_requests(request: web.Request) -> web.Response:
-    """Every request served, oldest first; `?last=N` the last N only."""
+    """Every request served, oldest first; `?last=N` the last N only (a 400 for anything but a
+    whole number)."""
     log = request.app[LOG_KEY]
-    last = request.query.get("last", "")
-    if last.isdigit():
-        return json_response(log.requests_last(int(last)))
-    return json_response(log.requests)
+    if "last" not in request.query:
+        return json_response(log.requests)
+    last = request.query["last"]
+    if not last.isdigit():
+        return error_response(400, f"last must be a whole number of requests, not {last!r}")
+    return json_response(log.requests_last(int(last)))
 
 
 async def fake_streams(request: web.Request) -> web.Response:

@@ -75,7 +75,8 @@ def chunk_parts(chunk: dict) -> list[dict]:
 def chunk_finish(chunk: dict) -> str | None:
     """The first candidate's finish reason (STOP, MAX_TOKENS, ...), once it finished."""
     candidates = chunk.get("candidates") or []
-    return (candidates[0].get("finishReason") or None) if candidates else None
+    reason = candidates[0].get("finishReason") if candidates else None
+    return str(reason) if reason else None
 
 
 def chunk_usage(chunk: dict) -> dict | None:

@@ -803,7 +803,7 @@ class Turn:
         finish = chunk_finish(chunk)
         if finish is not None:
             state["finished"] = True
-            state["finish"] = str(finish)
+            state["finish"] = finish
         parts = chunk_parts(chunk)
         for data in parts:
             text, call = data.get("text"), data.get("functionCall")

@@ -480,6 +480,9 @@ def test_request_log_records_what_the_sdk_sent_and_can_be_reset(fake):
     [last] = http_json(fake.base_url, "GET", "/_fake/requests?last=1")[1]
     assert last["body"]["contents"][0]["parts"] == [{"text": "Hello again"}]
     assert len(http_json(fake.base_url, "GET", "/_fake/requests?last=5")[1]) == 2
+    status, refused = http_json(fake.base_url, "GET", "/_fake/requests?last=two")
+    assert status == 400 and refused["error"]["code"] == 400
+    assert "whole number" in refused["error"]["message"]
     assert http_json(fake.base_url, "GET", "/_fake/streams")[1][0]["status"] == "completed"
 
     assert http_json(fake.base_url, "DELETE", "/_fake/requests")[0] == 200

@@ -214,7 +214,7 @@ def test_the_claim_reads_the_session_back_as_the_orm_does(make_session, user):
     session = make_session(temperature=0.3, systemInstruction="Be brief. ✓")
     Session.objects.filter(pk=session.pk).update(
         always_allowed_tools=["read_file", "run_shell_command(git)"],
-        todos=[{"description": "read the README", "status": "in_progress"}],
+        todos=[{"description": "Summarise the changelog", "status": "completed"}],
         last_activity_at=timezone.now(),
     )
 
