@@ -71,7 +71,7 @@ from chat.turns.loop_detection import LoopDetector, LoopHit, loop_feedback
 from chat.turns.slot import turn_decisions_since, turn_end_store, turn_heartbeat, turn_release
 from chat.turns.store import StepWrite, message_draft_save, steps_store
 from gemini_server import metrics
-from gemini_server.db import db_async
+from gemini_server.db import db_async, serving_loop
 from gemini_server.groups import turn_group
 from gemini_server.layer import STOP as RECEIVER_STOP
 from gemini_server.layer import receiver_stop
@@ -307,6 +307,10 @@ class Turn:
         self._injections: list[dict] = []
         self._queue: asyncio.Queue[AgentEvent] | None = None
         self._task: asyncio.Task | None = None
+        # The loop it was told to start on by `turn_open` (`start_soon`), and whether a client
+        # has begun reading its events (`next_event`, `events`).
+        self._home: asyncio.AbstractEventLoop | None = None
+        self._read = False
         self._current: asyncio.Task | None = None
         self._cancelled = False
         self._confirmations: dict[str, asyncio.Future] = {}
@@ -332,11 +336,15 @@ class Turn:
     # Control, from transports.
 
     def abandon(self) -> None:
-        """The client left before reading anything: release a turn that never started (or
-        start a background one, which goes on without its client).
+        """The client left before reading anything: cancel the turn (release it if it never
+        started), or let a background turn go on without its client.
 
         Called from a thread when the HTTP response is closed.
         """
+        if self._home is not None:
+            # Started on that loop (`start_soon`): settled there, after the start.
+            self._home.call_soon_threadsafe(self._abandon_started)
+            return
         if self._task is not None:
             return  # the stream's own cleanup cancels it, or lets a background turn go on
         if self.background:
@@ -345,9 +353,23 @@ class Turn:
         else:
             turn_release(session_id=self.session.id, turn_id=self.turn_id)
 
+    def _abandon_started(self) -> None:
+        if self._read:
+            return  # the stream's own cleanup cancels it, or lets a background turn go on
+        if self.background:
+            self.detach()
+        else:
+            self.cancel()
+
     async def _start_detached(self) -> None:
         self.start()
         self.detach()
+
+    def start_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Starts the turn on `loop` (running in another thread) as soon as that loop is free:
+        the model is asked while the caller's thread is still answering its client."""
+        self._home = loop
+        loop.call_soon_threadsafe(self.start)
 
     def start(self) -> None:
         if self._task is None:
@@ -358,6 +380,7 @@ class Turn:
 
     async def events(self) -> AsyncIterator[AgentEvent]:
         """Every event of the turn, ending with `done`."""
+        self._read = True
         self.start()
         while True:
             event = await self._queue.get()
@@ -395,6 +418,7 @@ class Turn:
 
     async def next_event(self, timeout: float) -> AgentEvent | None:
         """The next event, or None when `timeout` passes first (time for a keep-alive)."""
+        self._read = True
         self.start()
         try:
             async with asyncio.timeout(timeout):
@@ -1069,14 +1093,18 @@ def turn_open(
     background: bool = False,
 ) -> Turn:
     """Claims the user's session (`turn_begin`) and reads what its conversation is built from,
-    in the caller's thread; the returned turn starts when read and stores the message itself."""
+    in the caller's thread; the returned turn stores the message itself.
+
+    Called from a thread serving an event loop (`db_call`), the turn starts on that loop at once,
+    so the model is asked while the caller finishes its response; otherwise it starts when read.
+    """
     session, turn_id, text = turn_begin(session_id=session_id, user=user, text=text)
     try:
         inputs = _conversation_inputs(session)
     except Exception as exc:
         # The turn reports it as it starts (an `error` event), and frees the session.
         inputs = exc
-    return Turn(
+    turn = Turn(
         session=session,
         user=user,
         turn_id=turn_id,
@@ -1086,3 +1114,7 @@ def turn_open(
         cancel_when_unwatched=cancel_when_unwatched,
         background=background,
     )
+    loop = serving_loop()
+    if loop is not None:
+        turn.start_soon(loop)
+    return turn

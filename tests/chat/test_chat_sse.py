@@ -299,6 +299,34 @@ async def test_disconnect_cancels_upstream_and_keeps_the_partial_answer(
     assert stored.turn_id is None  # the session is free for the next turn
 
 
+async def test_the_model_is_asked_before_the_client_reads_and_an_unread_turn_is_cancelled(
+    session, user, fake_gemini
+):
+    """Opened from a thread serving the event loop (as a request's view is), a turn starts on
+    the loop at once: the model is asked while the response is still being made. A client that
+    goes without reading a frame (its response closed unread) cancels it; the message is kept
+    and the session is free again."""
+    from chat.turns.loop import turn_open
+    from gemini_server.db import db_call
+
+    turn = await db_call(
+        turn_open,
+        session_id=session.id,
+        user=user,
+        text=scripted({"text": ["never ", "read"], "hang": True}),
+    )
+    assert await asyncio.to_thread(fake_gemini.wait_for_stream_status, "open", 5)
+
+    await db_call(turn.abandon)  # what closing the unread response does
+    await asyncio.wait_for(turn.wait(), 10)
+
+    assert await asyncio.to_thread(fake_gemini.wait_for_stream_status, "disconnected", 5)
+    history = await history_of(session)
+    assert history[0]["role"] == "user" and history[0]["text"].startswith("Do the scripted")
+    stored = await sync_to_async(Session.objects.get)(pk=session.id)
+    assert stored.turn_id is None
+
+
 async def test_history_is_sent_back_next_turn_even_after_a_client_restart(
     session, token, fake_gemini
 ):
