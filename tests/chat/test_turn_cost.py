@@ -25,8 +25,12 @@ class StatementLog:
         self.lock = threading.Lock()
 
     def add(self, sql: str) -> None:
+        sql = " ".join(str(sql).split())
+        if sql.startswith("SET LOCAL "):
+            # A setting of the statement's own transaction, sent with it in one round trip.
+            sql = sql.split("; ", 1)[1]
         with self.lock:
-            self.statements.append(" ".join(str(sql).split())[:200])
+            self.statements.append(sql[:200])
 
     def __len__(self):
         return len(self.statements)
@@ -228,3 +232,25 @@ def test_the_claim_reads_the_session_back_as_the_orm_does(make_session, user):
     assert claimed.user is user
     # Claimed already: no second claim (the usual reads then say why).
     assert turn_claim_own(session_id=session.pk, user=user) is None
+
+
+def test_the_claim_is_not_flushed_to_disk_and_leaves_its_connection_as_it_was(make_session, user):
+    """On PostgreSQL the claim commits without waiting for the write-ahead log's flush
+    (`synchronous_commit` off for its own transaction only); the pooled connection it used
+    commits the turn's steps durably afterwards."""
+    from django.db import connection
+
+    from chat.turns.slot import _claim_statement, turn_claim_own
+
+    session = make_session()
+    statement = _claim_statement(connection.alias)
+    postgresql = connection.vendor == "postgresql"
+    lease = "SET LOCAL synchronous_commit TO off; " if postgresql else ""
+    assert statement.startswith(f"{lease}UPDATE "), statement
+
+    assert turn_claim_own(session_id=session.pk, user=user) is not None
+
+    if postgresql:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"
