@@ -105,11 +105,12 @@ MIDDLEWARE = [
     "gemini_server.middleware_metrics.HttpMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "corsheaders.middleware.CorsMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # The admin console's cookie session, user and messages; the API (bearer tokens) skips them.
+    "gemini_server.middleware_console.ConsoleSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "gemini_server.middleware_console.ConsoleAuthenticationMiddleware",
+    "gemini_server.middleware_console.ConsoleMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
