@@ -3,8 +3,9 @@
 Every event a turn emits is a frame `{"type", "data"}` with the next number; the number is the
 SSE `id:` the originating client sees, and the one `GET /chat/stream` replays after
 (`Last-Event-ID`). With Redis the frames go to a stream per turn (`XADD` with the frame number as
-its id), written by a background task that sends whatever has piled up (over at most
-WRITE_BATCH_SECONDS) in one pipeline, so the turn never waits for Redis; without Redis (one
+its id), written by one background task per event loop that sends what every turn of the process
+appended (over at most WRITE_BATCH_SECONDS) in one pipeline, so a turn never waits for Redis and a
+thousand streaming turns cost a hundred pipelines a second, not ten thousand; without Redis (one
 process) they stay in memory. Frames outlive their turn by FRAMES_TTL_DONE_SECONDS, so a client
 can still catch up on the end.
 """
@@ -15,7 +16,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 
 import redis.asyncio as aioredis
 from django.conf import settings
@@ -31,6 +32,8 @@ FRAMES_TTL_DONE_SECONDS = 600
 # Frames appended within this time of each other go to Redis in one pipeline (a trivial turn's
 # frames in one), and the write waits for none of the turn's own work on the loop.
 WRITE_BATCH_SECONDS = 0.01
+# A running turn's stream has its expiry set again at most this often.
+EXPIRY_REFRESH_SECONDS = 60.0
 READ_BATCH = 500
 # A follower with nothing to read checks this often that the turn still has a live worker.
 LIVENESS_POLL_SECONDS = 2.0
@@ -41,6 +44,9 @@ WORKER_GONE_TEXT = (
 _KEY_PREFIX = "turn-frames:"
 
 _clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_writers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Running writers' tasks, held so the event loop does not drop them midway.
+_writing: set[asyncio.Task] = set()
 _memory: dict[str, "_MemoryFrames"] = {}
 _warned_at = 0.0
 
@@ -87,11 +93,16 @@ class FrameLog:
 
     def __init__(self, turn_id):
         self.turn_id = str(turn_id)
+        self.key = _KEY_PREFIX + self.turn_id
         self.count = 0
         self._redis = bool(settings.REDIS_URL)
-        self._pending: list[tuple[int, str]] = []
-        self._writer: asyncio.Task | None = None
-        self._finished = False
+        # The write of the batch holding this log's latest frame (`_Writer`).
+        self._written: asyncio.Future | None = None
+        # Whether `done` was appended, when the stream's running expiry was last set
+        # (monotonic), and whether its final one was.
+        self.finished = False
+        self._expiry_set_at: float | None = None
+        self._final_expiry_set = False
         if not self._redis:
             _memory[self.turn_id] = _MemoryFrames()
 
@@ -105,32 +116,106 @@ class FrameLog:
                     FRAMES_TTL_DONE_SECONDS, _memory.pop, self.turn_id, None
                 )
             return self.count
-        self._finished = self._finished or _is_done(payload)
-        self._pending.append((self.count, json.dumps(payload, separators=(",", ":"))))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write())
+        done = _is_done(payload)
+        self.finished = self.finished or done
+        data = json.dumps(payload, separators=(",", ":"))
+        self._written = _writer().add(self, self.count, data, now=done)
         return self.count
 
-    async def _write(self) -> None:
-        key = _KEY_PREFIX + self.turn_id
-        if not self._finished:
-            await asyncio.sleep(WRITE_BATCH_SECONDS)
-        while self._pending:
-            batch, self._pending = self._pending, []
-            ttl = FRAMES_TTL_DONE_SECONDS if self._finished else FRAMES_TTL_RUNNING_SECONDS
-            try:
-                pipe = _redis().pipeline(transaction=False)
-                for number, data in batch:
-                    pipe.xadd(key, {"f": data}, id=f"0-{number}")
-                pipe.expire(key, ttl)
-                await pipe.execute()
-            except Exception:
-                _warn("Turn frames could not be written to Redis; replays will miss them")
+    def expiry_due(self, now: float) -> int | None:
+        """The TTL to set on the stream with this batch, if one is due: at the first write, at the
+        end, and otherwise once every EXPIRY_REFRESH_SECONDS (the running TTL is hours long)."""
+        if self.finished:
+            if self._final_expiry_set:
+                return None
+            self._final_expiry_set = True
+            return FRAMES_TTL_DONE_SECONDS
+        if self._expiry_set_at is not None and now - self._expiry_set_at < EXPIRY_REFRESH_SECONDS:
+            return None
+        self._expiry_set_at = now
+        return FRAMES_TTL_RUNNING_SECONDS
 
     async def flushed(self) -> None:
         """Until every frame appended so far is in the shared log."""
-        if self._writer is not None:
-            await asyncio.shield(self._writer)
+        if self._written is not None:
+            await asyncio.shield(self._written)
+
+
+class _Writer:
+    """Every turn's frames on one event loop, sent to Redis in one pipeline per batch.
+
+    It holds nothing bound to its loop between batches (the loop is the key it is kept under).
+    """
+
+    def __init__(self):
+        self.pending: list[tuple[FrameLog, int, str]] = []
+        # Resolved once the batch being gathered is written (or failed to be).
+        self.batch_written: asyncio.Future | None = None
+        # Set by a turn's last frame: the batch goes without waiting out WRITE_BATCH_SECONDS.
+        self.hurry = False
+        self.wake: asyncio.Future | None = None
+        self.running = False
+
+    def add(self, log: FrameLog, number: int, data: str, *, now: bool) -> asyncio.Future:
+        """Queues a frame; returns the future of the batch that will hold it."""
+        loop = asyncio.get_running_loop()
+        self.pending.append((log, number, data))
+        if self.batch_written is None:
+            self.batch_written = loop.create_future()
+        if now:
+            self.hurry = True
+            if self.wake is not None and not self.wake.done():
+                self.wake.set_result(None)
+        if not self.running:
+            self.running = True
+            task = loop.create_task(self._run())
+            _writing.add(task)
+            task.add_done_callback(_writing.discard)
+        return self.batch_written
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.pending:
+                if not self.hurry:
+                    self.wake = loop.create_future()
+                    with suppress(TimeoutError):
+                        async with asyncio.timeout(WRITE_BATCH_SECONDS):
+                            await self.wake
+                    self.wake = None
+                self.hurry = False
+                batch, self.pending = self.pending, []
+                written, self.batch_written = self.batch_written, None
+                try:
+                    await self._send(batch)
+                except Exception:
+                    _warn("Turn frames could not be written to Redis; replays will miss them")
+                finally:
+                    written.set_result(None)
+        finally:
+            self.running = False
+
+    @staticmethod
+    async def _send(batch: list[tuple[FrameLog, int, str]]) -> None:
+        pipe = _redis().pipeline(transaction=False)
+        logs: dict[FrameLog, None] = {}
+        for log, number, data in batch:
+            pipe.xadd(log.key, {"f": data}, id=f"0-{number}")
+            logs[log] = None
+        now = time.monotonic()
+        for log in logs:
+            ttl = log.expiry_due(now)
+            if ttl is not None:
+                pipe.expire(log.key, ttl)
+        await pipe.execute()
+
+
+def _writer() -> _Writer:
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(loop)
+    if writer is None:
+        writer = _writers[loop] = _Writer()
+    return writer
 
 
 async def frames_follow(turn_id, *, after: int, idle: float) -> AsyncIterator[tuple | None]:
