@@ -75,12 +75,16 @@ def history_load(
 
     Cached steps plus one query for newer rows; with the session's message count, a cache that
     already holds every step (and knows the snapshot) costs no query at all. A snapshot is only
-    written during a turn, which adds messages, so a whole cache knows the latest one too.
+    written during a turn, which adds messages, so a whole cache knows the latest one too, and a
+    session with no message in its epoch (its first turn) has no snapshot either.
     """
     with _cache_lock:
         cached = _cache.get(session_id)
         if cached is not None and cached.epoch != epoch:
             cached = None
+        if cached is None and count == 0:
+            cached = _cache[session_id] = _Cached(epoch=epoch, last_seq=0, snapshot=None)
+            _trim()
         if (
             cached is not None
             and count is not None
@@ -110,9 +114,14 @@ def history_load(
         )
         _cache[session_id] = cached
         _cache.move_to_end(session_id)
-        while len(_cache) > CACHED_SESSIONS:
-            _cache.popitem(last=False)
+        _trim()
     return list(steps), snapshot, cached.fragments
+
+
+def _trim() -> None:
+    """Forgets the least recently used sessions past CACHED_SESSIONS (under `_cache_lock`)."""
+    while len(_cache) > CACHED_SESSIONS:
+        _cache.popitem(last=False)
 
 
 def snapshot_remember(*, session_id, epoch: int, snapshot) -> None:

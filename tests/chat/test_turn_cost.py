@@ -91,9 +91,11 @@ async def test_a_trivial_turn_needs_few_statements(
     # The answer comes before the user's message is due on its own (on a loaded machine 50 ms
     # may pass first; then the message is stored alone, in three more statements).
     monkeypatch.setattr("chat.turns.loop.USER_STORE_DELAY", 30)
-    await _turn(session, token, statements)  # the process now knows the session's history
+    # A new session has no history to read (its message count says so): no query for it.
+    first_head, _ = await _turn(session, token, statements)
+    assert not any("chat_" in s for s in first_head), first_head
 
-    head, whole = await _turn(session, token, statements)
+    head, whole = await _turn(session, token, statements)  # the process knows its history now
 
     # Before the first token only the claim, which reads the session back.
     assert len(head) == 1 and head[0].startswith("UPDATE") and "RETURNING" in head[0], head
