@@ -36,6 +36,21 @@ class Columns:
         converters = compiler.get_converters([field.cached_col for field in fields])
         return list(compiler.apply_converters(rows, converters)) if converters else rows
 
+    @property
+    def every(self) -> str:
+        """Every concrete column, quoted, in the model's field order (what `instances` reads)."""
+        return ", ".join(self[field.name] for field in self.model._meta.concrete_fields)
+
+    def instances(self, rows: list) -> list:
+        """Model instances of rows holding `every` column, as a queryset would make them
+        (the compiler's converters, then `from_db`), without the queryset's machinery."""
+        if not rows:
+            return []
+        concrete = self.model._meta.concrete_fields
+        names = [field.attname for field in concrete]
+        alias = self.connection.alias
+        return [self.model.from_db(alias, names, values) for values in self.read(rows, concrete)]
+
 
 def rows_insert(objs: list) -> None:
     """New rows of one model (their auto primary key not set) in one INSERT per batch, as

@@ -83,7 +83,6 @@ def _claim_statement(alias: str) -> str:
     """
     columns = Columns(Session)
     connection = connections[alias]
-    returning = ", ".join(columns[field.name] for field in Session._meta.concrete_fields)
     lease = ""
     if connection.vendor == "postgresql" and not connection.settings_dict["OPTIONS"].get(
         "server_side_binding"
@@ -94,7 +93,7 @@ def _claim_statement(alias: str) -> str:
         f"SET {columns['turn_id']} = %s, {columns['turn_heartbeat_at']} = %s, "
         f"{columns['turn_worker']} = %s "
         f"WHERE {columns['id']} = %s AND {columns['user']} = %s "
-        f"AND {columns['turn_id']} IS NULL AND {columns['expires_at']} > %s RETURNING {returning}"
+        f"AND {columns['turn_id']} IS NULL AND {columns['expires_at']} > %s RETURNING {columns.every}"
     )
 
 
@@ -126,11 +125,8 @@ def turn_claim_own(*, session_id, user) -> tuple[Session, uuid.UUID] | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    # The row as the ORM reads it (the compiler's own converters, then from_db), without the
-    # RawQuerySet machinery it costs about a third less CPU.
-    concrete = Session._meta.concrete_fields
-    [values] = columns.read([row], concrete)
-    session = Session.from_db(connection.alias, [field.attname for field in concrete], values)
+    # The row as the ORM reads it, without the RawQuerySet machinery: a third less CPU.
+    [session] = columns.instances([row])
     session.user = user
     return session, turn_id
 
@@ -187,8 +183,19 @@ def turn_release_dead(*, session: Session) -> bool:
 
 
 def turn_decisions_since(*, turn_id, after: int) -> list:
-    """Decisions sent to the turn after the one numbered `after`, oldest first."""
-    return list(TurnDecision.objects.filter(turn_id=turn_id, pk__gt=after).order_by("pk"))
+    """Decisions sent to the turn after the one numbered `after`, oldest first.
+
+    A SELECT written by hand: every running turn asks every DECISION_POLL_SECONDS, and the
+    queryset's building cost several times the statement's own round trip.
+    """
+    columns = Columns(TurnDecision)
+    with columns.connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns.every} FROM {columns.table} "
+            f"WHERE {columns['turn_id']} = %s AND {columns['id']} > %s ORDER BY {columns['id']}",
+            [columns.value("turn_id", turn_id), columns.value("id", after)],
+        )
+        return columns.instances(cursor.fetchall())
 
 
 def turn_claims_free_dead() -> int:

@@ -236,6 +236,39 @@ def test_a_turn_ending_after_a_takeover_stores_its_answer_and_leaves_the_new_cla
     assert not TurnDecision.objects.exists()
 
 
+def test_a_turn_reads_its_stored_decisions_in_order_and_only_the_new_ones(session, user):
+    from chat.turns.slot import turn_decisions_since
+
+    mine, other = uuid.uuid4(), uuid.uuid4()
+    first = TurnDecision.objects.create(
+        turn_id=mine,
+        session_id=session.id,
+        kind="confirm",
+        call_id="write_file-1",
+        outcome="proceed_once",
+        user_id=user.id,
+        user_email=user.email,
+    )
+    TurnDecision.objects.create(turn_id=other, session_id=session.id, kind="cancel")
+    second = TurnDecision.objects.create(turn_id=mine, session_id=session.id, kind="cancel")
+
+    read = turn_decisions_since(turn_id=mine, after=0)
+
+    assert [decision.pk for decision in read] == [first.pk, second.pk]
+    assert read[0].as_message() == {
+        "type": "turn.confirm",
+        "callId": "write_file-1",
+        "outcome": "proceed_once",
+        "userId": str(user.id),
+        "userEmail": user.email,
+    }
+    assert read[0].created_at == first.created_at and not read[0]._state.adding
+    assert [decision.pk for decision in turn_decisions_since(turn_id=mine, after=first.pk)] == [
+        second.pk
+    ]
+    assert turn_decisions_since(turn_id=mine, after=second.pk) == []
+
+
 def test_a_starting_server_frees_the_claims_of_stopped_ones(make_session, settings):
     settings.REDIS_URL = ""  # one process: every claim another worker made is dead now
     left = make_session()
