@@ -1,27 +1,18 @@
 """The frame log's writer: every turn's frames of a process in shared batches, on a real Redis."""
 
-import shutil
-
 import pytest
 import redis
 
 from chat.turns import frames
 from chat.turns.frames import FrameLog
-from tests.resilience.conftest import PrivateRedis
 
 
 @pytest.fixture
-def frames_redis(settings):
-    """A redis-server of the test's own, so its command counts are the frame log's alone."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server")
-    server = PrivateRedis()
-    server.start()
-    settings.REDIS_URL = server.url
-    client = redis.Redis.from_url(server.url)
+def frames_redis(private_redis):
+    """A client of the test's own redis-server, whose command counts are the frame log's alone."""
+    client = redis.Redis.from_url(private_redis.url)
     yield client
     client.close()
-    server.stop()
 
 
 def _calls(client, command: str) -> int:
