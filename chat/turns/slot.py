@@ -69,6 +69,10 @@ def turn_claim(*, session: Session) -> uuid.UUID:
     )
 
 
+# Sent ahead of the claim's UPDATE on PostgreSQL (`_claim_statement`).
+_LEASE = "SET LOCAL synchronous_commit TO off; "
+
+
 @functools.cache
 def _claim_statement(alias: str) -> str:
     """The UPDATE of `turn_claim_own` for database `alias`, built once.
@@ -87,7 +91,7 @@ def _claim_statement(alias: str) -> str:
     if connection.vendor == "postgresql" and not connection.settings_dict["OPTIONS"].get(
         "server_side_binding"
     ):
-        lease = "SET LOCAL synchronous_commit TO off; "
+        lease = _LEASE
     return (
         f"{lease}UPDATE {columns.table} "
         f"SET {columns['turn_id']} = %s, {columns['turn_heartbeat_at']} = %s, "
@@ -120,7 +124,7 @@ def turn_claim_own(*, session_id, user) -> tuple[Session, uuid.UUID] | None:
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        if sql.startswith("SET"):
+        if sql.startswith(_LEASE):
             cursor.nextset()  # past the SET's empty result
         row = cursor.fetchone()
     if row is None:
