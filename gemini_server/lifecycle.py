@@ -15,6 +15,7 @@ protocol (uvicorn, hypercorn) also get the drain from `lifespan.shutdown`; it ru
 """
 
 import asyncio
+import gc
 import logging
 import signal
 import threading
@@ -84,7 +85,7 @@ def on_start(hook: Callable[[], None]) -> None:
 
 async def process_start(*, lifespan: bool = False) -> None:
     """Once per process, before its first request: the thread pool, the worker registry, start
-    hooks, SIGTERM.
+    hooks, SIGTERM, and what it loaded set aside from the garbage collector.
 
     Only a process that a server runs does this: one that speaks the lifespan protocol, or one
     whose server handles SIGTERM (daphne's Twisted, uvicorn). A test's event loop does not.
@@ -100,6 +101,7 @@ async def process_start(*, lifespan: bool = False) -> None:
             threads_configure(loop)
             await db_async(_start_sync)()
             _sigterm_install(loop)
+            _collector_settle()
     except BaseException as exc:
         _state.started.set_exception(exc)
         _state.started.exception()  # retrieved: the caller sees it raised here
@@ -114,6 +116,18 @@ def _start_sync() -> None:
             hook()
         except Exception:
             logger.exception("A start hook failed: %s", getattr(hook, "__name__", hook))
+
+
+def _collector_settle() -> None:
+    """What the process loaded to serve (modules, settings, URL patterns, models, the SDK's
+    types: some 200,000 objects) lives as long as the process. It is collected once now and
+    moved out of the cyclic garbage collector's reach (`gc.freeze`), so that a full collection
+    scans only what serving made: on the development machine a full collection took 220 to
+    290 ms of CPU before, about 22 ms after, and came up every 150 trivial turns or so, a pause
+    in whichever turn it fell on. The generation thresholds stay Python's: a larger young
+    generation saved little more CPU and made each young collection a pause of several ms."""
+    gc.collect()
+    gc.freeze()
 
 
 def _server_handles_sigterm() -> bool:

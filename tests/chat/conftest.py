@@ -38,11 +38,15 @@ async def history_of(session) -> list:
 
 @pytest.fixture
 def fresh_lifecycle(monkeypatch):
-    """The process's lifecycle as a server has it before any drain (restored afterwards)."""
+    """The process's lifecycle as a server has it before any drain (restored afterwards, and
+    what a start set aside from the garbage collector handed back)."""
+    import gc
+
     from gemini_server import lifecycle
 
     monkeypatch.setattr(lifecycle, "_state", lifecycle._State())
-    return lifecycle
+    yield lifecycle
+    gc.unfreeze()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """A graceful drain, in-process: what a restarting server does with running turns, new work and sockets."""
 
 import asyncio
+import gc
 import signal
 
 import pytest
@@ -150,6 +151,20 @@ async def test_lifespan_shutdown_drains(fresh_lifecycle, monkeypatch):
 
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
     assert fresh_lifecycle.draining()
+
+
+async def test_a_started_process_sets_what_it_loaded_aside_from_the_garbage_collector(
+    fresh_lifecycle, monkeypatch
+):
+    monkeypatch.setattr(workers, "_retired", False)
+    gc.unfreeze()
+    loaded = [object()]  # alive at the start, like a module's objects
+    assert any(held is loaded for held in gc.get_objects())
+
+    await fresh_lifecycle.process_start(lifespan=True)
+
+    assert gc.get_freeze_count() > 0
+    assert not any(held is loaded for held in gc.get_objects())  # in no generation the collector scans
 
 
 async def test_sigterm_drains_before_the_servers_own_handler_runs(fresh_lifecycle, monkeypatch):
