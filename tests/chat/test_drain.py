@@ -164,7 +164,8 @@ async def test_a_started_process_sets_what_it_loaded_aside_from_the_garbage_coll
     await fresh_lifecycle.process_start(lifespan=True)
 
     assert gc.get_freeze_count() > 0
-    assert not any(held is loaded for held in gc.get_objects())  # in no generation the collector scans
+    # In no generation the collector scans.
+    assert not any(held is loaded for held in gc.get_objects())
 
 
 async def test_sigterm_drains_before_the_servers_own_handler_runs(fresh_lifecycle, monkeypatch):
