@@ -4,7 +4,6 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from django.contrib.auth.models import AnonymousUser
-from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.authentication import credential_authenticate
 from accounts.models import ApiKey
@@ -19,10 +18,10 @@ def scope_credentials(raw: str) -> tuple:
     A socket outlives the request that opened it, so the consumer keeps the JWT's expiry and
     re-checks it (and the key) on every frame.
     """
-    user, key = credential_authenticate(raw)
-    if isinstance(key, ApiKey):
-        return user, key, None
-    expires = AccessToken(raw.strip()).get("exp")
+    user, credential = credential_authenticate(raw)
+    if isinstance(credential, ApiKey):
+        return user, credential, None
+    expires = credential.get("exp")
     return user, None, datetime.fromtimestamp(expires, tz=UTC) if expires else None
 
 

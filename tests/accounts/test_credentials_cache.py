@@ -1,19 +1,22 @@
 """Credentials a process holds (accounts.credentials): read once, then no query per request, and
 dropped at once, on every process, when the user or one of their keys changes."""
 
+import base64
 import json
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
 
-from accounts import credentials
+from accounts import authentication, credentials
 from accounts.credentials import credentials_listen
 from accounts.models import ApiKey
 from accounts.services import api_key_create, token_pair_issue, user_update
@@ -268,3 +271,60 @@ def test_a_listener_whose_redis_goes_silent_stops_vouching_and_reconnects(monkey
         assert len(silent.connections) >= 2
     finally:
         silent.close()
+
+
+def bearer_client(raw: str):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    return client
+
+
+def test_a_jwt_is_verified_once_then_known_by_its_text(user, monkeypatch):
+    verified = []
+
+    class CountedAccessToken(AccessToken):
+        def __init__(self, *args, **kwargs):
+            verified.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(authentication, "AccessToken", CountedAccessToken)
+    client = bearer_client(token_pair_issue(user=user)["accessToken"])
+
+    assert [client.get(ME_URL).status_code for _ in range(3)] == [200, 200, 200]
+    assert len(verified) == 1
+
+
+def test_a_held_jwt_is_refused_once_it_expires(user):
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=timedelta(seconds=1))
+    client = bearer_client(str(token))
+    assert client.get(ME_URL).status_code == 200
+
+    time.sleep(1.1)
+
+    error = assert_error(client.get(ME_URL), 401, "unauthenticated")
+    assert "expired" in error["message"]
+
+
+def test_a_held_jwts_claims_under_another_name_are_refused(user, other_user):
+    """The signature of a token the process holds, put on claims that name someone else."""
+    raw = token_pair_issue(user=user)["accessToken"]
+    assert bearer_client(raw).get(ME_URL).status_code == 200
+    header, claims, signature = raw.split(".")
+    payload = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4)))
+    payload["user_id"] = str(other_user.id)
+    forged_claims = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+
+    forged = bearer_client(f"{header}.{forged_claims}.{signature}")
+
+    assert_error(forged.get(ME_URL), 401, "unauthenticated")
+
+
+def test_a_held_jwt_of_a_deactivated_user_is_refused_at_once(user):
+    client = bearer_client(token_pair_issue(user=user)["accessToken"])
+    assert client.get(ME_URL).status_code == 200
+
+    user.is_active = False
+    user.save()
+
+    assert_error(client.get(ME_URL), 401, "unauthenticated")
