@@ -32,53 +32,81 @@ def model_visible_parts(parts: list[dict]) -> list[dict]:
     ]
 
 
-def history_contents(messages) -> list[dict]:
-    """Gemini `contents` for stored messages, oldest first.
+class HistoryFold:
+    """Stored messages, oldest first, folded into the contents the model sees, before
+    `contents_repaired`: thoughts are left out, and consecutive contents of one role are merged,
+    as Gemini wants roles to alternate. Each content counts the messages it stands for; those the
+    model does not see count with the content before them.
 
-    Thoughts are left out. Roles alternate as Gemini expects: consecutive contents of one role
-    are merged. Every function call is followed by its response: a call left without one (a
-    crash mid-turn, a cancel) gets an error response, so the model never sees a dangling call.
+    `add` folds in the next message. It adds a content or replaces the last one with a merged
+    copy: a content, once made, is never changed, so what was handed out stays as it was.
     """
-    contents: list[dict] = []
-    for message in messages:
+
+    def __init__(self):
+        self.contents: list[dict] = []
+        self.counts: list[int] = []
+        self._unseen = 0  # messages the model does not see, before its first content
+
+    def add(self, message) -> int | None:
+        """Folds in `message`; the index of the content it made or replaced (None: not seen)."""
         parts = model_visible_parts(message.parts)
         if not parts:
-            continue
+            if self.counts:
+                self.counts[-1] += 1
+            else:
+                self._unseen += 1
+            return None
         role = "model" if message.role == "model" else "user"
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
+        if self.contents and self.contents[-1]["role"] == role:
+            self.contents[-1] = {"role": role, "parts": [*self.contents[-1]["parts"], *parts]}
+            self.counts[-1] += 1
         else:
-            contents.append({"role": role, "parts": list(parts)})
+            self.contents.append({"role": role, "parts": list(parts)})
+            self.counts.append(1 + self._unseen)
+            self._unseen = 0
+        return len(self.contents) - 1
 
-    repaired: list[dict] = []
-    for index, content in enumerate(contents):
-        repaired.append(content)
-        if content["role"] != "model":
-            continue
-        calls = _function_calls(content["parts"])
-        if not calls:
-            continue
-        following = contents[index + 1] if index + 1 < len(contents) else None
-        answered = _function_response_ids(following["parts"]) if following else set()
-        missing = [
-            {
-                "functionResponse": {
-                    **({"id": call["id"]} if call.get("id") else {}),
-                    "name": call.get("name", ""),
-                    "response": {"error": INTERRUPTED},
-                }
-            }
-            for call in calls
-            if (call.get("id"), call.get("name")) not in answered
-        ]
-        if not missing:
-            continue
-        if following is not None:
-            # Responses must come first in the user content that follows the calls.
-            following["parts"] = missing + following["parts"]
-        else:
+
+def contents_repaired(contents: list[dict], start: int = 0) -> list[dict]:
+    """`contents[start:]` as sent to the model: every function call followed by its response. A
+    call left without one (a crash mid-turn, a cancel) gets an error response, first in the
+    content that follows, or in a content of its own after the last one, so the model never sees
+    a dangling call.
+
+    What a content becomes depends only on it and on the content before it, so contents repaired
+    once stay right while later ones are added, up to the content before the first that changed.
+    """
+    repaired = []
+    for index in range(start, len(contents)):
+        content = contents[index]
+        missing = _responses_missing(contents[index - 1], content) if index else []
+        repaired.append({**content, "parts": missing + content["parts"]} if missing else content)
+    if contents:
+        missing = _responses_missing(contents[-1], None)
+        if missing:
             repaired.append({"role": "user", "parts": missing})
     return repaired
+
+
+def _responses_missing(content: dict, following: dict | None) -> list[dict]:
+    """Error responses for the calls of a model content that the content after it leaves unanswered."""
+    if content["role"] != "model":
+        return []
+    calls = _function_calls(content["parts"])
+    if not calls:
+        return []
+    answered = _function_response_ids(following["parts"]) if following else set()
+    return [
+        {
+            "functionResponse": {
+                **({"id": call["id"]} if call.get("id") else {}),
+                "name": call.get("name", ""),
+                "response": {"error": INTERRUPTED},
+            }
+        }
+        for call in calls
+        if (call.get("id"), call.get("name")) not in answered
+    ]
 
 
 def parts_text(parts: list[dict]) -> str:

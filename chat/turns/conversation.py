@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from chat.agent.history import history_contents, model_visible_parts
+from chat.agent.history import HistoryFold, contents_repaired, model_visible_parts
 from chat.models import Message
 from chat.turns.compression import SNAPSHOT_ACK, snapshot_latest
 
@@ -29,8 +29,8 @@ class _Cached:
     steps: list = field(default_factory=list)
     # The epoch's latest compression snapshot (None: there is none), once looked up.
     snapshot: object = _UNKNOWN
-    # The JSON of the contents built from these steps, by role and parts (see `_Fragments`).
-    fragments: "_Fragments" = field(default_factory=lambda: _Fragments())
+    # What the session's earlier turns in this process built of these steps (see `_Built`).
+    built: "_Built" = field(default_factory=lambda: _Built())
 
 
 @dataclass(frozen=True)
@@ -39,28 +39,55 @@ class Step:
     parts: list
 
 
-class _Fragments:
-    """The JSON of each content a session's earlier turns sent, so the next turn in this process
-    serializes only what is new: its request stays as cheap at turn 50 as at turn 1.
+class _Built:
+    """What a session's earlier turns in this process built of its stored steps, so that the next
+    turn builds only what is new: its request costs as little at turn 100 as at turn 1.
 
-    A content is known by its role and its parts, which are the stored steps' own part objects
-    (held, never changed once stored); the entry keeps them, so their identity stays theirs.
+    It keeps the steps folded into contents (`HistoryFold`), each content as it is sent and its
+    JSON. Within an epoch steps are only ever added after the others, so the steps it folded are
+    still the first ones while the step it folded last is still in its place; then the contents
+    before the first one that new steps changed are sent as before, and only the rest are
+    repaired and serialized. Anything else (another compression snapshot, another epoch's steps)
+    builds it all again.
     """
 
     def __init__(self):
-        self._known: dict[tuple, tuple[list, str]] = {}
+        self._lock = threading.Lock()
+        self._start(covered=0)
 
-    def json(self, content: dict) -> str:
-        parts = content["parts"]
-        key = (content["role"], *map(id, parts))
-        known = self._known.get(key)
-        if known is not None and all(a is b for a, b in zip(known[0], parts, strict=True)):
-            return known[1]
-        text = _dumps(content)
-        if len(self._known) > 4096:
-            self._known.clear()
-        self._known[key] = (list(parts), text)
-        return text
+    def _start(self, *, covered: int) -> None:
+        self._fold = HistoryFold()
+        self._covered = covered
+        self._folded = 0  # steps folded in
+        self._last = None  # the step folded last
+        self._sent: list[dict] = []
+        self._json: list[str] = []
+
+    def contents(self, visible: list, covered: int) -> tuple[list[dict], list[int], list[str]]:
+        """The contents sent for `visible` (the steps after the `covered` ones), how many steps
+        each stands for, and each content's JSON."""
+        with self._lock:
+            folded = self._folded
+            if (
+                covered != self._covered
+                or len(visible) < folded
+                or (folded and visible[folded - 1] is not self._last)
+            ):
+                self._start(covered=covered)
+                folded = 0
+            fold = self._fold
+            changed = len(fold.contents)
+            for step in visible[folded:]:
+                touched = fold.add(step)
+                if touched is not None:
+                    changed = min(changed, touched)
+            self._folded, self._last = len(visible), visible[-1] if visible else None
+            kept = min(changed, len(self._sent))
+            fresh = contents_repaired(fold.contents, kept)
+            self._sent = self._sent[:kept] + fresh
+            self._json = self._json[:kept] + [_dumps(content) for content in fresh]
+            counts = fold.counts + [0] * (len(self._sent) - len(fold.counts))
+            return list(self._sent), counts, list(self._json)
 
 
 _cache: OrderedDict = OrderedDict()
@@ -69,9 +96,9 @@ _cache_lock = threading.Lock()
 
 def history_load(
     *, session_id, epoch: int, count: int | None = None
-) -> tuple[list[Step], object, "_Fragments"]:
-    """The session's stored steps, oldest first, the epoch's latest compression snapshot, and the
-    JSON this process already made of their contents (`Conversation(fragments=...)`).
+) -> tuple[list[Step], object, "_Built"]:
+    """The session's stored steps, oldest first, the epoch's latest compression snapshot, and
+    what this process already built of them (`Conversation(built=...)`).
 
     Cached steps plus one query for newer rows; with the session's message count, a cache that
     already holds every step (and knows the snapshot) costs no query at all. A snapshot is only
@@ -92,7 +119,7 @@ def history_load(
             and cached.snapshot is not _UNKNOWN
         ):
             _cache.move_to_end(session_id)
-            return list(cached.steps), cached.snapshot, cached.fragments
+            return list(cached.steps), cached.snapshot, cached.built
         last_seq = cached.last_seq if cached is not None else 0
     rows = list(
         Message.objects.filter(session_id=session_id, seq__gt=last_seq)
@@ -110,12 +137,12 @@ def history_load(
             last_seq=last,
             steps=steps,
             snapshot=snapshot,
-            fragments=cached.fragments,
+            built=cached.built,
         )
         _cache[session_id] = cached
         _cache.move_to_end(session_id)
         _trim()
-    return list(steps), snapshot, cached.fragments
+    return list(steps), snapshot, cached.built
 
 
 def _trim() -> None:
@@ -147,32 +174,6 @@ def history_forget(session_id) -> None:
         _cache.pop(session_id, None)
 
 
-def _steps_per_content(steps: list[Step], contents_count: int) -> list[int]:
-    """How many stored steps each content of `history_contents(steps)` stands for.
-
-    Steps the model does not see (empty, thoughts only) count with the content before them, so
-    the sum up to any content is the number of stored messages that come before it.
-    """
-    counts: list[int] = []
-    role, waiting = None, 0
-    for step in steps:
-        if not model_visible_parts(step.parts):
-            if counts:
-                counts[-1] += 1
-            else:
-                waiting += 1
-            continue
-        step_role = "model" if step.role == "model" else "user"
-        if counts and step_role == role:
-            counts[-1] += 1
-        else:
-            counts.append(1 + waiting)
-            waiting = 0
-        role = step_role
-    counts.extend([0] * (contents_count - len(counts)))
-    return counts
-
-
 class Conversation:
     """The contents the model sees, in memory, and the request body for the next model call.
 
@@ -190,7 +191,7 @@ class Conversation:
         environment: str = "",
         snapshot: str = "",
         covered: int = 0,
-        fragments: _Fragments | None = None,
+        built: _Built | None = None,
     ):
         self.environment = environment
         self.covered = covered if snapshot else 0
@@ -198,12 +199,15 @@ class Conversation:
         self._steps: list[int] = []
         self._fragments: list[str] = []
         self._head(snapshot)
-        visible = steps[self.covered :]
-        contents = history_contents(visible)
-        for content, count in zip(
-            contents, _steps_per_content(visible, len(contents)), strict=True
-        ):
-            self._add(content["role"], content["parts"], count, fragments)
+        contents, counts, texts = (built or _Built()).contents(steps[self.covered :], self.covered)
+        first = 0
+        if contents and self.contents and self.contents[-1]["role"] == contents[0]["role"]:
+            # The history's first content joins the head's (roles alternate).
+            self._add(contents[0]["role"], contents[0]["parts"], counts[0])
+            first = 1
+        self.contents += contents[first:]
+        self._steps += counts[first:]
+        self._fragments += texts[first:]
         # A note added to the system instruction for one call (gemini-cli's retry nudges).
         self.system_note = ""
         self._system_instruction = system_instruction
@@ -229,17 +233,16 @@ class Conversation:
         tools = f',"tools":{self._tools}' if self._tools else ""
         return "," + _dumps(tail)[1:-1] + tools + "}"
 
-    def _add(
-        self, role: str, parts: list[dict], steps: int, fragments: _Fragments | None = None
-    ) -> None:
+    def _add(self, role: str, parts: list[dict], steps: int) -> None:
         if self.contents and self.contents[-1]["role"] == role:
-            self.contents[-1]["parts"].extend(parts)
+            # A merged copy: the contents may be shared with what the session built (`_Built`).
+            self.contents[-1] = {"role": role, "parts": [*self.contents[-1]["parts"], *parts]}
             self._fragments[-1] = _dumps(self.contents[-1])
             self._steps[-1] += steps
         else:
             content = {"role": role, "parts": list(parts)}
             self.contents.append(content)
-            self._fragments.append(fragments.json(content) if fragments else _dumps(content))
+            self._fragments.append(_dumps(content))
             self._steps.append(steps)
 
     def append(self, role: str, parts: list[dict], *, stored: bool = True) -> None:

@@ -234,10 +234,10 @@ def _conversation_inputs(session: Session):
     """The history this process has not seen yet (and the compression snapshot), the system
     instruction and the environment context: read in the thread that claimed the session
     (`turn_open`), so the turn starts without another trip to a thread."""
-    steps, snapshot, fragments = history_load(
+    steps, snapshot, built = history_load(
         session_id=session.id, epoch=session.history_epoch, count=session.message_count
     )
-    return steps, snapshot, fragments, *_prompt_and_environment(session)
+    return steps, snapshot, built, *_prompt_and_environment(session)
 
 
 def _prompt_and_environment(session: Session) -> tuple[str, str]:
@@ -679,7 +679,7 @@ class Turn:
         self._user_parts = parts
         if isinstance(self._inputs, BaseException):
             raise self._inputs
-        steps, snapshot, fragments, system_instruction, environment = self._inputs
+        steps, snapshot, built, system_instruction, environment = self._inputs
         self._inputs = None
         self.conversation = Conversation(
             steps,
@@ -689,7 +689,7 @@ class Turn:
             environment=environment,
             snapshot=snapshot.text if snapshot else "",
             covered=snapshot.messages_covered if snapshot else 0,
-            fragments=fragments,
+            built=built,
         )
         self.conversation.append(MessageRole.USER, parts)
         asyncio.get_running_loop().call_later(USER_STORE_DELAY, self._user_message_store_start)
