@@ -8,6 +8,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django_ratelimit.core import get_usage
@@ -45,8 +46,10 @@ _COUNT = "redis.call('SET', KEYS[1], 0, 'EX', ARGV[1], 'NX') return redis.call('
 _COUNT_SHA = hashlib.sha1(_COUNT.encode()).hexdigest()
 
 
-def _count_in_redis(window_key: str, window: int) -> int:
-    """The script by its digest (EVALSHA), sent and read on a connection of the client's pool.
+def _count_in_redis(window_key: str, window: int) -> Callable[[], int]:
+    """Sends the script by its digest (EVALSHA) on a connection of the client's pool, and returns
+    the call that reads the count back and gives the connection back: the caller may work in
+    between, while Redis answers.
 
     Every API request counts a hit, so it goes around the client's per-command layers (a retry
     wrapper and the observability recorder), which cost more CPU than the round trip itself:
@@ -57,22 +60,36 @@ def _count_in_redis(window_key: str, window: int) -> int:
     key, expiry = f"{settings.CACHE_KEY_PREFIX}:{window_key}", window + 1
     connection = pool.get_connection()
     try:
-        try:
-            connection.send_command("EVALSHA", _COUNT_SHA, 1, key, expiry)
-            return connection.read_response()
-        except NoScriptError:
-            connection.send_command("EVAL", _COUNT, 1, key, expiry)
-            return connection.read_response()
+        connection.send_command("EVALSHA", _COUNT_SHA, 1, key, expiry)
     except BaseException:
-        # A reply left unread, or a broken socket: the connection is not fit to be reused.
         connection.disconnect()
-        raise
-    finally:
         pool.release(connection)
+        raise
+
+    def read() -> int:
+        try:
+            try:
+                return connection.read_response()
+            except NoScriptError:
+                connection.send_command("EVAL", _COUNT, 1, key, expiry)
+                return connection.read_response()
+        except BaseException:
+            # A reply left unread, or a broken socket: the connection is not fit to be reused.
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+
+    return read
 
 
-def rate_limit_hit(*, group: str, key: str, limit: int, window: int) -> float | None:
-    """Counts one hit on `key`; the seconds to wait when over `limit` per `window`, else None."""
+def rate_limit_start(
+    *, group: str, key: str, limit: int, window: int
+) -> Callable[[], float | None]:
+    """Counts one hit on `key` and returns the call that says the seconds to wait when it is over
+    `limit` per `window`, else None. With Redis the hit is sent now and its answer read by that
+    call, so the caller's own work in between overlaps the round trip; the call must be made (it
+    gives the connection back)."""
     if not settings.REDIS_URL:
         usage = get_usage(
             None,
@@ -81,30 +98,52 @@ def rate_limit_hit(*, group: str, key: str, limit: int, window: int) -> float | 
             rate=(limit, window),
             increment=True,
         )
-        if usage is None or not usage["should_limit"]:
-            return None
-        return max(1, usage["time_left"])
+        wait = None if usage is None or not usage["should_limit"] else max(1, usage["time_left"])
+        return lambda: wait
     now = int(time.time())
     window_start = now - now % window
     window_key = f"rl:{group}:{key}:{window}:{window_start}"
+
+    def counted_here() -> int:
+        return _count_locally(window_key, window_start)
+
     try:
-        count = _count_in_redis(window_key, window)
+        read = _count_in_redis(window_key, window)
     except (RedisConnectionError, RedisTimeoutError, OSError):
-        count = _count_locally(window_key, window_start)
-    if count <= limit:
-        return None
-    return max(1, window_start + window - now)
+        read = counted_here
+
+    def wait() -> float | None:
+        try:
+            count = read()
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            count = counted_here()
+        if count <= limit:
+            return None
+        return max(1, window_start + window - now)
+
+    return wait
 
 
-def user_rate_limit_hit(*, user=None, ip: str | None = None) -> float | None:
-    """The general per-user limit (per IP for anonymous callers), shared by REST and WebSocket."""
+def rate_limit_hit(*, group: str, key: str, limit: int, window: int) -> float | None:
+    """Counts one hit on `key`; the seconds to wait when over `limit` per `window`, else None."""
+    return rate_limit_start(group=group, key=key, limit=limit, window=window)()
+
+
+def user_rate_limit_start(*, user=None, ip: str | None = None) -> Callable[[], float | None]:
+    """The general per-user limit (per IP for anonymous callers), shared by REST and WebSocket:
+    the hit is sent now, and the call returned says whether it was over (see `rate_limit_start`)."""
     key = f"user:{user.pk}" if user is not None and user.is_authenticated else f"ip:{ip}"
-    return rate_limit_hit(
+    return rate_limit_start(
         group="api",
         key=key,
         limit=settings.RATE_LIMIT_MAX_REQUESTS,
         window=settings.RATE_LIMIT_WINDOW_SECONDS,
     )
+
+
+def user_rate_limit_hit(*, user=None, ip: str | None = None) -> float | None:
+    """The general per-user limit: the seconds to wait when over it, else None."""
+    return user_rate_limit_start(user=user, ip=ip)()
 
 
 def login_rate_limit_check(*, ip: str | None, email: str) -> None:

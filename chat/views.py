@@ -7,11 +7,13 @@ from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.exceptions import Throttled
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import CanOperate
+from accounts.throttling import user_rate_limit_start
 from chat import serializers as s
 from chat.agent.tools import tool_catalog
 from chat.selectors import checkpoint_list, history_page
@@ -48,6 +50,16 @@ class OperateView(APIView):
 class ChatMessageView(OperateView):
     content_negotiation_class = EventStreamNegotiation
 
+    def check_throttles(self, request):
+        # A message's hit is sent now and its answer read once the session is claimed (`post`
+        # reads it on every path): the claim's round trip to PostgreSQL overlaps Redis's. A
+        # message over the limit is still refused as one, before anything else is said of it,
+        # and its claim is released unused.
+        if request.method != "POST":
+            return super().check_throttles(request)
+        self._over_limit = user_rate_limit_start(user=request.user, ip=request_ip(request))
+        return None
+
     @extend_schema(
         request=s.ChatMessageSerializer,
         responses={
@@ -64,16 +76,32 @@ class ChatMessageView(OperateView):
         tags=["chat"],
     )
     def post(self, request):
-        data = validated(s.ChatMessageSerializer, request.data)
-        turn = turn_open(
-            session_id=data["sessionId"],
-            user=request.user,
-            text=data["message"],
-            ip=request_ip(request),
-            cancel_when_unwatched=False,
-            background=data["background"],
-        )
+        try:
+            data = validated(s.ChatMessageSerializer, request.data)
+            turn = turn_open(
+                session_id=data["sessionId"],
+                user=request.user,
+                text=data["message"],
+                ip=request_ip(request),
+                cancel_when_unwatched=False,
+                background=data["background"],
+                start=False,
+            )
+        except BaseException:
+            self._refuse_over_limit()
+            raise
+        try:
+            self._refuse_over_limit()
+        except Throttled:
+            turn.drop()
+            raise
+        turn.start_served()
         return sse_response(turn_sse(turn), on_close=turn.abandon)
+
+    def _refuse_over_limit(self):
+        wait = self._over_limit()
+        if wait is not None:
+            self.throttled(self.request, wait)
 
 
 def _last_event_id(request) -> int:

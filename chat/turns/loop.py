@@ -365,6 +365,18 @@ class Turn:
         self.start()
         self.detach()
 
+    def drop(self) -> None:
+        """A turn that was never started and will not be (`turn_open(start=False)`): its claim is
+        released, and nothing of it is stored."""
+        turn_release(session_id=self.session.id, turn_id=self.turn_id)
+
+    def start_served(self) -> None:
+        """Starts the turn on the loop the calling thread serves (`db_call`), if it serves one:
+        the model is asked while the caller finishes its response. Otherwise it starts when read."""
+        loop = serving_loop()
+        if loop is not None:
+            self.start_soon(loop)
+
     def start_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         """Starts the turn on `loop` (running in another thread) as soon as that loop is free:
         the model is asked while the caller's thread is still answering its client."""
@@ -1091,12 +1103,13 @@ def turn_open(
     ip=None,
     cancel_when_unwatched: bool = True,
     background: bool = False,
+    start: bool = True,
 ) -> Turn:
     """Claims the user's session (`turn_begin`) and reads what its conversation is built from,
     in the caller's thread; the returned turn stores the message itself.
 
-    Called from a thread serving an event loop (`db_call`), the turn starts on that loop at once,
-    so the model is asked while the caller finishes its response; otherwise it starts when read.
+    With `start`, the turn starts at once on the loop the caller's thread serves (`start_served`);
+    without it, the caller starts it, or drops it (`drop`: its claim is released).
     """
     session, turn_id, text = turn_begin(session_id=session_id, user=user, text=text)
     try:
@@ -1114,7 +1127,6 @@ def turn_open(
         cancel_when_unwatched=cancel_when_unwatched,
         background=background,
     )
-    loop = serving_loop()
-    if loop is not None:
-        turn.start_soon(loop)
+    if start:
+        turn.start_served()
     return turn

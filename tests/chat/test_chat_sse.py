@@ -565,3 +565,48 @@ async def test_an_error_before_the_stream_is_json_whatever_the_accept_header(ses
 
     assert response.status == 400
     assert response.json()["error"]["code"] == "validation_error"
+
+
+@pytest.fixture
+def one_message_an_hour(settings):
+    settings.RATE_LIMIT_MAX_REQUESTS = 1
+    settings.RATE_LIMIT_WINDOW_SECONDS = 3600
+
+
+async def test_a_message_over_the_rate_limit_leaves_its_session_as_it_was(
+    session, token, fake_gemini, one_message_an_hour
+):
+    assert (await chat(session, token, "hello")).status == 200
+
+    refused = await chat(session, token, "hello again")
+
+    assert refused.status == 429
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert len(fake_gemini.requests) == 1  # the model was not asked
+    assert [item["text"] for item in await history_of(session)] == ["hello", "You said: hello"]
+    await sync_to_async(session.refresh_from_db)()
+    assert session.turn_id is None  # claimed while Redis answered, then released
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"message": "   "}, id="empty-message"),
+        pytest.param({"sessionId": "00000000-0000-4000-8000-000000000000"}, id="unknown-session"),
+    ],
+)
+async def test_over_the_rate_limit_is_said_before_what_else_is_wrong(
+    session, token, fake_gemini, one_message_an_hour, body
+):
+    assert (await chat(session, token, "hello")).status == 200
+
+    refused = await asgi_request(
+        "POST",
+        "/api/v1/chat/message",
+        body={"sessionId": str(session.id), "message": "hi", **body},
+        token=token,
+    )
+
+    assert refused.status == 429
+    assert refused.json()["error"]["code"] == "rate_limited"
