@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from django.conf import settings
 from django_ratelimit.core import get_usage
@@ -21,6 +22,8 @@ from gemini_server.errors import RateLimited, request_ip
 from gemini_server.shared_redis import redis_client
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _local_counts: dict[str, int] = {}
 _local_lock = threading.Lock()
@@ -172,3 +175,37 @@ class UserRateLimit(BaseThrottle):
 
     def wait(self):
         return self._wait
+
+
+class RateLimitOverlapped:
+    """A DRF view mixin for a POST whose first work (validation, a claim) overlaps the general
+    limit's round trip: DRF's throttle check sends the hit, and the view reads its answer after
+    that work (`rate_limited_after`). Other methods are throttled as usual."""
+
+    def check_throttles(self, request):
+        if request.method != "POST":
+            return super().check_throttles(request)
+        self._rate_limit_wait = user_rate_limit_start(user=request.user, ip=request_ip(request))
+        return None
+
+    def rate_limited_after(self, work: Callable[[], T], *, undo: Callable[[T], None]) -> T:
+        """What `work()` returns, read with the hit's answer. Over the limit the request is refused
+        as such (429) whatever `work` did or raised, once `undo` has taken back what it made.
+        Every path reads the answer, which gives its Redis connection back."""
+        wait = self._rate_limit_wait
+        try:
+            made = work()
+        except BaseException:
+            _refuse_when_over(wait())
+            raise
+        try:
+            _refuse_when_over(wait())
+        except RateLimited:
+            undo(made)
+            raise
+        return made
+
+
+def _refuse_when_over(wait: float | None) -> None:
+    if wait is not None:
+        raise RateLimited(retry_after=wait)

@@ -7,13 +7,12 @@ from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.exceptions import Throttled
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import CanOperate
-from accounts.throttling import user_rate_limit_start
+from accounts.throttling import RateLimitOverlapped
 from chat import serializers as s
 from chat.agent.tools import tool_catalog
 from chat.selectors import checkpoint_list, history_page
@@ -21,7 +20,7 @@ from chat.services import checkpoint_load, checkpoint_save, history_clear
 from chat.sse import turn_follow_sse, turn_sse
 from chat.tools_run import tool_execute
 from chat.turns.control import turn_cancel, turn_confirm
-from chat.turns.loop import turn_open
+from chat.turns.loop import Turn, turn_open
 from gemini_server.errors import BadRequest, RateLimited, ValidationFailed, request_ip
 from gemini_server.paging import PAGE_PARAMS, page_params
 from gemini_server.schema import error_responses
@@ -47,18 +46,8 @@ class OperateView(APIView):
         return session_get(session_id=data["sessionId"], user=request.user, write=True)
 
 
-class ChatMessageView(OperateView):
+class ChatMessageView(RateLimitOverlapped, OperateView):
     content_negotiation_class = EventStreamNegotiation
-
-    def check_throttles(self, request):
-        # A message's hit is sent now and its answer read once the session is claimed (`post`
-        # reads it on every path): the claim's round trip to PostgreSQL overlaps Redis's. A
-        # message over the limit is still refused as one, before anything else is said of it,
-        # and its claim is released unused.
-        if request.method != "POST":
-            return super().check_throttles(request)
-        self._over_limit = user_rate_limit_start(user=request.user, ip=request_ip(request))
-        return None
 
     @extend_schema(
         request=s.ChatMessageSerializer,
@@ -76,32 +65,23 @@ class ChatMessageView(OperateView):
         tags=["chat"],
     )
     def post(self, request):
-        try:
-            data = validated(s.ChatMessageSerializer, request.data)
-            turn = turn_open(
-                session_id=data["sessionId"],
-                user=request.user,
-                text=data["message"],
-                ip=request_ip(request),
-                cancel_when_unwatched=False,
-                background=data["background"],
-                start=False,
-            )
-        except BaseException:
-            self._refuse_over_limit()
-            raise
-        try:
-            self._refuse_over_limit()
-        except Throttled:
-            turn.drop()
-            raise
+        # The turn is claimed while the rate limit's hit is on its way; over the limit, the
+        # claim is released unused and the 429 is the answer.
+        turn = self.rate_limited_after(lambda: self._turn_open(request), undo=Turn.drop)
         turn.start_served()
         return sse_response(turn_sse(turn), on_close=turn.abandon)
 
-    def _refuse_over_limit(self):
-        wait = self._over_limit()
-        if wait is not None:
-            self.throttled(self.request, wait)
+    def _turn_open(self, request) -> Turn:
+        data = validated(s.ChatMessageSerializer, request.data)
+        return turn_open(
+            session_id=data["sessionId"],
+            user=request.user,
+            text=data["message"],
+            ip=request_ip(request),
+            cancel_when_unwatched=False,
+            background=data["background"],
+            start=False,
+        )
 
 
 def _last_event_id(request) -> int:
